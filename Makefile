@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# The virtual environment is cached outside the clone, keyed by pyproject.toml's digest,
+# so that torch (a multi-GB wheel) is installed once per machine and dependency set.
+CACHE ?= $(or $(BROKER_FILTER_CACHE),$(HOME)/.cache/broker-filter)
+VENV := $(CACHE)/venv-$(shell sha256sum pyproject.toml | cut -c1-12)
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: venv demo test bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	mkdir -p $(CACHE)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# Re-point the cached environment at this clone (cheap: no dependencies are touched).
+venv: $(VENV)/.installed
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+
+demo: venv
+	$(VENV)/bin/broker-filter replay tests/data/alerts --out out/demo
+	@cat out/demo/summary.json
+
+test: venv
+	$(PY) -m pytest -q -x --durations=15
+
+bench: venv
+	$(VENV)/bin/broker-filter bench decode
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,53 @@
+"""The ``broker-filter`` console command: one entry point, one module per subcommand.
+
+Each module in :mod:`broker_filter.commands` exposes ``register(subparsers)``, which adds
+its parser and sets ``handler`` (a function of the parsed arguments returning an exit
+status). Heavy imports (torch, confluent-kafka) happen inside handlers so that
+``broker-filter --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from broker_filter import __version__
+
+COMMANDS = (
+    "inspect",
+    "produce",
+    "simulate",
+    "train",
+    "evaluate",
+    "replay",
+    "run",
+    "check",
+    "bench",
+    "kafka",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broker-filter",
+        description="Variable-star classification and novelty flags for ZTF and Rubin alert streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"broker_filter.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

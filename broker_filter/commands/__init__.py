@@ -1,0 +1,1 @@
+"""One module per ``broker-filter`` subcommand; see :mod:`broker_filter.cli`."""

@@ -1,0 +1,35 @@
+"""``broker-filter bench NAME``: throughput and latency of ours against a baseline, same run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "decode": "Avro alert decoding, with and without cutouts (ZTF 4.02)",
+    "kafka": "messages/s through our Kafka source and sink against a bare confluent-kafka loop",
+    "period": "period estimation against astropy Lomb-Scargle",
+    "infer": "the served inferencer against a plain PyTorch eval loop",
+    "e2e": "the daemon against a bare consume + decode loop, on the local broker",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="run a benchmark and print a table (or JSON)")
+    names = parser.add_subparsers(dest="benchmark", metavar="NAME", required=True)
+    for name, help_text in BENCHMARKS.items():
+        sub = names.add_parser(name, help=help_text)
+        sub.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        _module(name).add_arguments(sub)
+        sub.set_defaults(handler=_run)
+
+
+def _module(name: str):
+    module = "kafka_io" if name == "kafka" else name
+    return importlib.import_module(f"broker_filter.bench.{module}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    result = _module(args.benchmark).run(args)
+    print(result.to_json() if args.json else result.to_table())
+    return 0
