@@ -1,0 +1,1 @@
+"""Avro schemas shipped with the package (ZTF 4.02 from ZwickyTransientFacility/ztf-avro-alert)."""

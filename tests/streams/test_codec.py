@@ -1,0 +1,189 @@
+"""AlertDecoder on real alerts: every framing, both surveys, the photometry formulas."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+
+import fastavro
+import pytest
+
+from streams import avro_frame
+from streams.alert import Alert, DecodeError
+from streams.codec import AlertDecoder, detection_arrays, from_record
+from streams.schema import reader_schema, rubin_schema, ztf_schema
+from streams.ztf import dc_magnitude
+
+
+def _records(path):
+    with open(path, "rb") as handle:
+        reader = fastavro.reader(handle)
+        return reader.writer_schema, list(reader)
+
+
+def test_every_real_sample_decodes(every_real_alert_file):
+    decoder = AlertDecoder()
+    surveys = set()
+    for path in every_real_alert_file:
+        alerts = list(decoder.iter_container(path.read_bytes()))
+        _, records = _records(path)
+        assert len(alerts) == len(records), path
+        for alert in alerts:
+            assert isinstance(alert, Alert)
+            assert math.isfinite(alert.time) and alert.trigger.band
+            assert [d.time for d in alert.detections] == sorted(d.time for d in alert.detections)
+            assert len({d.detection_id for d in alert.detections}) == len(alert.detections)
+            surveys.add((alert.survey, alert.schema_version))
+    assert {s for s, _ in surveys} == {"ztf", "lsst"}
+    assert {"3.2", "3.3", "4.02", "lsst.v10_0"} <= {v for _, v in surveys}
+
+
+def test_ztf_fields_and_dc_magnitude(sample_files):
+    path = next(p for p in sample_files if p.name.startswith("2019_01_10"))
+    _, (record,) = _records(path)
+    alert = AlertDecoder().decode(path.read_bytes())
+    cand = record["candidate"]
+    assert alert.object_id == record["objectId"] == "ZTF17aaacxxf"
+    assert alert.alert_id == record["candid"] and alert.trigger_id == cand["candid"]
+    assert alert.time == pytest.approx(cand["jd"] - 2400000.5)
+    assert alert.trigger.band == {1: "g", 2: "r", 3: "i"}[cand["fid"]]
+    ref, diff = 10 ** (-0.4 * cand["magnr"]), 10 ** (-0.4 * cand["magpsf"]) * (1 if cand["isdiffpos"] == "t" else -1)
+    assert alert.trigger.mag == pytest.approx(-2.5 * math.log10(ref + diff))
+    limits = [p for p in record["prv_candidates"] if p["candid"] is None]
+    assert sum(d.upper_limit for d in alert.detections) == len(limits) > 0
+    assert all(math.isnan(d.mag) and d.detection_id < 0 for d in alert.detections if d.upper_limit)
+    assert alert.extra["dc_corrected"] is True
+
+
+def test_dc_magnitude_formula():
+    mag, err, corrected = dc_magnitude(17.0, 0.05, 15.0, 0.02, positive=True)
+    assert corrected and mag < 15.0  # brighter than the reference
+    assert dc_magnitude(17.0, 0.05, 15.0, 0.02, positive=False)[0] > 15.0
+    assert dc_magnitude(17.0, 0.05, math.nan, math.nan, positive=True)[:2] == (17.0, 0.05)
+    assert math.isnan(dc_magnitude(15.0, 0.05, 16.0, 0.02, positive=False)[0])  # negative total flux
+
+
+def test_rubin_flux_to_ab_mag_and_forced(sample_files):
+    path = next(p for p in sample_files if p.parent.name == "lsst")
+    schema, records = _records(path)
+    alerts = list(AlertDecoder().iter_container(path.read_bytes()))
+    first, record = alerts[0], records[0]
+    src = record["diaSource"]
+    assert first.object_id == str(record["diaObject"]["diaObjectId"])
+    assert first.alert_id == record["diaSourceId"]
+    assert first.time == src["midpointMjdTai"]
+    assert first.trigger.mag == pytest.approx(-2.5 * math.log10(src["scienceFlux"]) + 31.4)
+    assert first.trigger.flux == pytest.approx(src["scienceFlux"])
+    assert sum(d.forced for d in first.detections) == len(record["prvDiaForcedSources"])
+    solar = next(a for a, r in zip(alerts, records) if not r["diaSource"]["diaObjectId"])
+    assert solar.object_id.startswith("ss")
+
+
+def test_keep_cutouts(sample_files):
+    path = next(p for p in sample_files if p.name.startswith("472263571115115000"))
+    assert "cutouts" not in AlertDecoder().decode(path.read_bytes()).extra
+    cutouts = AlertDecoder(keep_cutouts=True).decode(path.read_bytes()).extra["cutouts"]
+    assert set(cutouts) == {"science", "template", "difference"}
+    assert all(stamp[:2] == b"\x1f\x8b" for stamp in cutouts.values())  # gzipped FITS
+
+
+def test_reader_schema_drops_cutouts_and_unused_columns():
+    for writer in (ztf_schema(), rubin_schema("7.0"), rubin_schema("11.1")):
+        names = json.dumps(reader_schema(writer, keep_cutouts=False))
+        assert "cutoutScience" not in names
+        fastavro.parse_schema(reader_schema(writer, keep_cutouts=False))
+        assert "cutoutScience" in json.dumps(reader_schema(writer, keep_cutouts=True))
+    assert "sgscore1" not in json.dumps(reader_schema(ztf_schema(), keep_cutouts=False))
+
+
+def _schemaless(schema, record) -> bytes:
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), record)
+    return buffer.getvalue()
+
+
+def test_schemaless_and_wire_format_match_container(sample_files, tmp_path):
+    path = next(p for p in sample_files if p.parent.name == "lsst")
+    schema, records = _records(path)
+    expected = list(AlertDecoder().iter_container(path.read_bytes()))[0]
+    body = _schemaless(schema, records[0])
+    assert AlertDecoder(schema=schema).decode(body) == expected
+    (tmp_path / "7.avsc").write_text(json.dumps(schema))
+    wire = b"\x00" + struct.pack(">I", 7) + body
+    assert AlertDecoder(schema_dir=tmp_path).decode(wire) == expected
+    with pytest.raises(DecodeError) as info:
+        AlertDecoder(schema_dir=tmp_path).decode(b"\x00" + struct.pack(">I", 8) + body)
+    assert info.value.reason == "unknown_schema"
+
+
+def test_registry_unreachable_is_a_decode_error(sample_files):
+    body = b"\x00" + struct.pack(">I", 1) + b"\x02abc"
+    with pytest.raises(DecodeError) as info:
+        AlertDecoder(registry_url="http://127.0.0.1:9").decode(body)
+    assert info.value.reason == "schema_registry"
+
+
+def test_real_rubin_schemas_v7_to_v11_decode():
+    import lsst.alert.packet as packet
+
+    for version in ("7.0", "8.0", "9.0", "10.0", "11.0"):
+        major, minor = version.split(".")
+        sample = f"{packet.get_schema_path(int(major), int(minor))}/sample_data/fakeAlert.avro"
+        alerts = list(AlertDecoder().iter_container(open(sample, "rb").read()))
+        assert alerts and all(a.survey == "lsst" for a in alerts), version
+        assert alerts[0].schema_version == f"lsst.v{major}_{minor}"
+
+
+def test_one_record_container_round_trip(sample_files):
+    path = next(p for p in sample_files if p.name.startswith("ztf_4.02"))
+    decoder = AlertDecoder()
+    header = avro_frame.read_header(path.read_bytes())
+    assert header.codec == "deflate"
+    schema, records = _records(path)
+    payload = avro_frame.single_record_container(json.dumps(schema).encode(), _schemaless(schema, records[1]))
+    assert decoder.decode(payload) == list(decoder.iter_container(path.read_bytes()))[1]
+    with pytest.raises(DecodeError) as info:
+        decoder.decode(path.read_bytes())  # 12 alerts are not one Kafka message
+    assert info.value.reason == "invalid_value"
+
+
+def test_from_record_and_arrays(sample_files):
+    path = next(p for p in sample_files if p.name.startswith("2019_01_10"))
+    _, (record,) = _records(path)
+    alert = from_record(record, "3.2")
+    assert alert == AlertDecoder().decode(path.read_bytes())
+    arrays = detection_arrays(alert)
+    assert len(arrays["time"]) == len(alert.detections)
+    assert arrays["upper_limit"].sum() == sum(d.upper_limit for d in alert.detections)
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (b"", "empty"),
+    (b"garbage bytes that are not avro", "not_avro"),
+    (b"Obj\x01\x04", "truncated"),
+])
+def test_bad_bytes(payload, reason):
+    with pytest.raises(DecodeError) as info:
+        AlertDecoder().decode(payload)
+    assert info.value.reason == reason
+
+
+def test_missing_field_and_nan_magnitude(sample_files):
+    path = next(p for p in sample_files if p.name.startswith("2019_01_10"))
+    schema, (record,) = _records(path)
+    broken = dict(record, candidate=dict(record["candidate"], magpsf=float("nan")))
+    with pytest.raises(DecodeError) as info:
+        from_record(broken, "3.2")
+    assert info.value.reason == "invalid_value"
+    with pytest.raises(DecodeError) as info:
+        from_record({k: v for k, v in record.items() if k != "candidate"}, "3.2")
+    assert info.value.reason == "missing_field"
+    truncated = path.read_bytes()[: len(path.read_bytes()) // 2]
+    with pytest.raises(DecodeError):
+        AlertDecoder().decode(truncated)
+    unknown = {"type": "record", "name": "other", "fields": [{"name": "x", "type": "long"}]}
+    with pytest.raises(DecodeError) as info:
+        AlertDecoder().decode(avro_frame.single_record_container(json.dumps(unknown).encode(), b"\x02"))
+    assert info.value.reason == "unknown_schema"
