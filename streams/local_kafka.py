@@ -105,14 +105,18 @@ def provision(version: str | None = None, *, quiet: bool = True) -> list[Path]:
     missing = [j for j in jars if not j.is_file()]
     if missing:
         classpath_file.unlink()
-        raise LocalKafkaError(f"{len(missing)} jars of the cached Kafka {version} are gone (e.g. {missing[0]}); run again to re-download")
+        raise LocalKafkaError(
+            f"{len(missing)} jars of the cached Kafka {version} are gone (e.g. {missing[0]}); run again to re-download"
+        )
     return jars
 
 
 def _download(version: str, cache: Path, classpath_file: Path, *, quiet: bool) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise LocalKafkaError("Maven ('mvn') is needed to fetch the Kafka broker from Maven Central; install it (e.g. apt-get install maven)")
+        raise LocalKafkaError(
+            "Maven ('mvn') is needed to fetch the Kafka broker from Maven Central; install it (e.g. apt-get install maven)"
+        )
     partial = classpath_file.with_suffix(".partial")
     command = [
         mvn, "-B", *(["-q"] if quiet else []),

@@ -181,6 +181,28 @@ def test_pause_stops_fetching_and_resume_continues(kafka_bootstrap, kafka_topic_
 
 
 @pytest.mark.kafka
+def test_backpressure_pause_survives_a_rebalance(kafka_bootstrap, kafka_topic_factory) -> None:
+    topic = kafka_topic_factory(partitions=2)
+    group = _group()
+    with KafkaSource(kafka_bootstrap, group, [topic]) as source:
+        deadline = time.monotonic() + 20
+        while len(source.assignment()) < 2 and time.monotonic() < deadline:
+            source.consume(1, timeout=0.2)
+        source.pause()
+        with KafkaSource(kafka_bootstrap, group, [topic]) as newcomer:  # joins, then leaves: two rebalances
+            while not newcomer.assignment() and time.monotonic() < deadline:
+                source.consume(1, timeout=0.1)
+                newcomer.consume(1, timeout=0.1)
+        _fill(kafka_bootstrap, topic, 4)
+        while len(source.assignment()) < 2 and time.monotonic() < deadline:
+            source.consume(1, timeout=0.2)
+        assert source.paused == {(topic, 0), (topic, 1)}
+        assert _read(source, 1, timeout=2) == [], "partitions re-assigned while paused stay paused"
+        source.resume()
+        assert len(_read(source, 4)) == 4
+
+
+@pytest.mark.kafka
 def test_lag_counts_unread_messages_per_partition(kafka_bootstrap, kafka_topic_factory) -> None:
     topic = kafka_topic_factory()
     _fill(kafka_bootstrap, topic, 10)

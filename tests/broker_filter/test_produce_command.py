@@ -1,0 +1,68 @@
+"""``broker-filter produce``: an archive into a topic, summary printed, failures exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from broker_filter.commands import produce
+from streams.kafka import KafkaSource, delete_topics, ensure_topics
+
+ALERTS = Path(__file__).resolve().parents[2] / "data" / "alerts"
+needs_alerts = pytest.mark.skipif(not ALERTS.is_dir(), reason="data/alerts (the committed sample alerts) is not in this checkout")
+
+
+def main(argv: list[str]) -> int:
+    """The produce subcommand alone (the full CLI would import every other command too)."""
+    parser = argparse.ArgumentParser(prog="broker-filter")
+    produce.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+@pytest.mark.kafka
+@needs_alerts
+def test_produce_loads_every_alert_keyed_by_object(kafka_bootstrap, kafka_topic_factory, capsys) -> None:
+    topic = kafka_topic_factory(partitions=2)
+    assert main(["produce", str(ALERTS), "--topic", topic, "--bootstrap-servers", kafka_bootstrap, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["delivered"] == summary["produced"] >= 20 and summary["failed"] == 0
+    with KafkaSource(kafka_bootstrap, "produce-test", [topic]) as source:
+        received = []
+        while len(received) < summary["produced"]:
+            received += source.consume(500, 2.0)
+    assert all(m.key for m in received)
+
+
+@pytest.mark.kafka
+@needs_alerts
+def test_produce_keeps_to_the_requested_rate(kafka_bootstrap, kafka_topic_factory, tmp_path, capsys) -> None:
+    topic = kafka_topic_factory()
+    folder = tmp_path / "alerts"
+    folder.mkdir()
+    shutil.copy(next(ALERTS.rglob("*multi_alerts_other.avro")), folder)  # 3 alerts
+    assert main(["produce", str(folder), "--topic", topic, "--bootstrap-servers", kafka_bootstrap, "--rate", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["produced"] == 3 and summary["seconds"] >= 2 / 4
+
+
+@pytest.mark.kafka
+@needs_alerts
+def test_produce_exits_non_zero_when_the_broker_rejects_messages(kafka_bootstrap, capsys) -> None:
+    topic = f"small-messages-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, {topic: 1}, config={"max.message.bytes": "1024"})  # every alert is larger
+    one_alert = ALERTS / "ztf" / "2019_01_10_739260766315010006.avro"
+    code = main(["produce", str(one_alert), "--topic", topic, "--bootstrap-servers", kafka_bootstrap])
+    assert code == 1
+    assert "delivery failures 1" in capsys.readouterr().out
+    delete_topics(kafka_bootstrap, [topic])
+
+
+def test_produce_refuses_a_missing_source_with_one_line(capsys) -> None:
+    assert main(["produce", "/nonexistent/alerts", "--topic", "t", "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    assert "no such alert source" in capsys.readouterr().err
