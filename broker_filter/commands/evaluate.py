@@ -1,0 +1,132 @@
+"""``broker-filter evaluate``: the paper's figures for a bundle, or a cross-validation of its recipe.
+
+Without ``--cv``: the bundle (default: the packaged one) is scored on its own held-out
+objects of DIR (the validation split its training made, redone from the seed it
+recorded), plus every novel object; the baselines are fitted on its training objects.
+With ``--cv K``: a training recipe (``--model``'s recorded configuration, or the default
+training options without ``--model``; changed by any ``--train-option``) is trained K
+times on stratified folds of DIR and every fold is evaluated the same way; the report
+holds the mean and spread over folds.
+
+REPORT receives metrics.json, confusion.png, energy_hist.png and summary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model bundle as the paper reports it, with baselines (or cross-validate its recipe)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", metavar="BUNDLE", help="bundle directory (default: the packaged default bundle)")
+    parser.add_argument("--data", metavar="DIR", required=True, help="light curves: lightcurves.parquet + objects.csv")
+    parser.add_argument("--out", metavar="REPORT", required=True, help="report directory (created)")
+    parser.add_argument("--cv", metavar="K", type=int, default=0,
+                        help="stratified K-fold cross-validation of the recipe")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="folds trained in parallel processes (--cv; one GPU fits several)")
+    parser.add_argument("--train-option", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one training option of the recipe for --cv (e.g. nb_epoch=30); repeatable")
+    parser.add_argument("--resume", action="store_true", help="--cv: keep folds already written under REPORT/folds")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--seed", type=int, default=0, help="fold assignment and baseline seeds")
+    parser.add_argument("--periods", metavar="CSV", type=Path,
+                        help="period table (object_id,band,period), e.g. data/lightcurves/periods.csv: "
+                             "these curves skip period estimation (costly on a CPU)")
+    parser.add_argument("--n-points", metavar="N,N,...",
+                        help="truncations for accuracy_by_n_points (default 20,30,50,100,200,500)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.bundle import BundleError, ModelBundle
+    from model.data import DataError, load_lightcurve_table, load_period_table
+    from model.evaluate import N_POINTS_GRID, EvaluationError
+    from model.train_config import TrainError
+
+    try:
+        grid = _parse_grid(args.n_points) if args.n_points else N_POINTS_GRID
+        lcs = load_lightcurve_table(args.data)
+        periods = load_period_table(args.periods) if args.periods else None
+        if args.cv:
+            bundle = ModelBundle.load(args.model) if args.model else None
+            metrics = _cross_validate(args, bundle, lcs, grid, periods)
+        else:
+            metrics = _evaluate_bundle(args, ModelBundle.load(args.model), lcs, grid, periods)
+    except (BundleError, DataError, EvaluationError, TrainError, ValueError) as error:
+        print(f"broker-filter evaluate: {error}", file=sys.stderr)
+        return 2
+    from model.report import write_report
+
+    paths = write_report(metrics, args.out)
+    print((Path(args.out) / "summary.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
+def _evaluate_bundle(args: argparse.Namespace, bundle, lcs, grid, periods) -> dict:
+    from model.evaluate import evaluate_split, held_out_split
+
+    split, same_data = held_out_split(bundle, lcs)
+    metrics = evaluate_split(bundle, split, device=args.device, periods=periods, seed=args.seed, n_points_grid=grid)
+    metrics["model"] = {"path": args.model or "default", "bundle_id": bundle.bundle_id, "version": bundle.version}
+    metrics["held_out"] = same_data
+    if not same_data:
+        print("broker-filter evaluate: DIR is not the bundle's training data (digest differs); "
+              "test objects may have been trained on", file=sys.stderr)
+    return metrics
+
+
+def _cross_validate(args: argparse.Namespace, bundle, lcs, grid, periods) -> dict:
+    from model.crossval import CrossValidation, aggregate, run_crossval
+    from model.train_config import TrainConfig
+
+    from model.classes import ClassMapping
+
+    recorded = bundle.training.get("config", {}) if bundle is not None else {}
+    recipe = TrainConfig.from_dict({**recorded, **_parse_options(args.train_option)})
+    mapping = bundle.class_mapping if bundle is not None else ClassMapping()
+    plan = CrossValidation(config=recipe, mapping=mapping, folds=args.cv, seed=args.seed,
+                           jobs=args.jobs, device=args.device, resume=args.resume, n_points_grid=grid)
+    metrics = aggregate(run_crossval(plan, lcs, args.out, periods))
+    metrics["model"] = {"recipe_of": args.model or "default training options", "train_config": recipe.to_dict()}
+    return metrics
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs; values are JSON when they parse (numbers, true, null, lists), else strings."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--train-option wants KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    from dataclasses import fields
+
+    from model.train_config import TrainConfig
+
+    unknown = sorted(set(options) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"unknown training option(s) {unknown}")
+    return options
+
+
+def _parse_grid(text: str) -> tuple[int, ...]:
+    try:
+        grid = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--n-points wants comma-separated integers, got {text!r}") from None
+    if not grid or min(grid) < 1:
+        raise ValueError(f"--n-points wants positive integers, got {text!r}")
+    return grid

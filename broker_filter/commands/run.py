@@ -1,0 +1,65 @@
+"""``broker-filter run --config FILE``: the streaming daemon (see :mod:`broker_filter.daemon`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the streaming daemon",
+        description=(
+            "Consume alerts from Kafka, keep light curves, classify, and publish classification, "
+            "novelty and dead-letter topics (exactly once by default). Every config key can be "
+            "set by an environment variable BROKER_FILTER_<SECTION>_<KEY>. SIGTERM finishes the "
+            "batch in flight, commits and exits 0."
+        ),
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="TOML config (see deploy/config/broker-filter.toml)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from broker_filter.config import ConfigError, load_config
+    from broker_filter.daemon import Daemon, DaemonError
+    from broker_filter.logging_setup import setup_logging
+    from broker_filter.metrics import Metrics
+    from broker_filter.pipeline import pipeline_from_config
+    from broker_filter.preflight import PreflightError, ensure_output_topics, reach_brokers
+    from broker_filter.rekey import Rekeyer
+    from broker_filter.state import StateError
+    from model.bundle import BundleError
+
+    try:
+        config = load_config(args.config)
+        setup_logging(config.logging)
+        view = reach_brokers(config)
+        ensure_output_topics(config, view)
+        metrics = Metrics()
+        pipeline = pipeline_from_config(config, metrics)
+        metrics.serve(config.metrics.host, config.metrics.port)
+    except (ConfigError, PreflightError, BundleError, StateError, OSError) as error:
+        print(f"broker-filter run: {error}", file=sys.stderr)
+        return 2
+    rekeyer = None
+    inputs = config.kafka.input_topics
+    if config.rekey.enabled:
+        rekeyer = Rekeyer(config, metrics)
+        rekeyer.start()
+        inputs = (config.rekey.topic,)
+    daemon = Daemon(config, pipeline, metrics, input_topics=inputs, upstream=rekeyer)
+    daemon.install_signal_handlers()
+    try:
+        return daemon.run()
+    except DaemonError as error:
+        logging.getLogger("broker_filter").error("%s", error)
+        print(f"broker-filter run: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if rekeyer is not None:
+            rekeyer.stop()
+        pipeline.inferencer.close()

@@ -1,0 +1,156 @@
+"""Logging for every ``broker-filter`` command: human text or one JSON object per line.
+
+Operators run the daemon under systemd, Docker or Kubernetes, whose log pipelines (journald,
+Loki, Elasticsearch) index JSON fields; people at a terminal want plain lines. Both come from
+the standard :mod:`logging` module, configured once per process by :func:`configure_logging`,
+so library code only ever calls ``logging.getLogger(__name__)``.
+
+Where the settings come from, first match wins: the command line (``--log-level``,
+``--log-format``, added by :func:`add_logging_arguments`), then the config file's
+``[logging]`` section (``run`` and ``check``), then the environment
+(``BROKER_FILTER_LOGGING_LEVEL``, ``BROKER_FILTER_LOGGING_FORMAT``, the same variables the
+config loader honours), then INFO and text.
+
+Progress bars (:func:`progress_bar`) go to stderr only when it is a terminal and logs are
+text, so that JSON log streams stay one parseable object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import IO, Literal, TypeVar
+
+from tqdm import tqdm
+
+from broker_filter.config import LoggingConfig
+
+LogFormat = Literal["text", "json"]
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LEVEL_ENV = "BROKER_FILTER_LOGGING_LEVEL"
+FORMAT_ENV = "BROKER_FILTER_LOGGING_FORMAT"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is
+# emitted as a JSON field of its own.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+T = TypeVar("T")
+
+
+class LoggingSetupError(ValueError):
+    """A level or format that is not one of :data:`LEVELS` / :data:`FORMATS`."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, then any
+    ``extra=`` fields, then the exception's traceback text when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
+                document[key] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(document, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text", stream: IO[str] | None = None) -> None:
+    """Replace the root logger's handlers with one writing ``log_format`` to ``stream``
+    (stderr by default: stdout is kept for command output such as JSON lines)."""
+    level = level.upper()
+    if level not in LEVELS:
+        raise LoggingSetupError(f"log level must be one of {list(LEVELS)}, got {level!r}")
+    if log_format not in FORMATS:
+        raise LoggingSetupError(f"log format must be one of {list(FORMATS)}, got {log_format!r}")
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format``, defaulting to None so that a config file or
+    the environment can decide when they are not given."""
+    group = parser.add_argument_group("logging")
+    group.add_argument("--log-level", choices=LEVELS, type=str.upper, default=None,
+                       help=f"minimum level logged (default: ${LEVEL_ENV} or INFO)")
+    group.add_argument("--log-format", choices=FORMATS, default=None,
+                       help=f"text for people, json for log pipelines (default: ${FORMAT_ENV} or text)")
+
+
+def resolve_logging(
+    args: argparse.Namespace | None = None,
+    config_level: str | None = None,
+    config_format: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, LogFormat]:
+    """The (level, format) pair by precedence: command line, config file, environment, defaults."""
+    environ = os.environ if environ is None else environ
+    level = (getattr(args, "log_level", None) or config_level or environ.get(LEVEL_ENV) or "INFO").upper()
+    log_format = getattr(args, "log_format", None) or config_format or environ.get(FORMAT_ENV) or "text"
+    return level, log_format  # type: ignore[return-value]
+
+
+def configure_from_args(
+    args: argparse.Namespace | None = None,
+    config_level: str | None = None,
+    config_format: str | None = None,
+) -> None:
+    """What each command handler calls first (``run``/``check`` pass their config's
+    ``[logging]`` values); a bad level or format stops with one clear line."""
+    configure_logging(*resolve_logging(args, config_level, config_format))
+
+
+def setup_logging(config: LoggingConfig, args: argparse.Namespace | None = None) -> None:
+    """For commands with a config file (``run``, ``check``, ``replay``): its ``[logging]``
+    section (already merged with the environment by the loader), unless the command line
+    says otherwise."""
+    configure_from_args(args, config.level, config.format)
+
+
+def json_logging_active() -> bool:
+    """True when the root logger writes JSON (then progress bars stay off)."""
+    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+
+
+def progress_bar(iterable: Iterable[T] | None = None, *, total: float | None = None,
+                 desc: str = "", unit: str = "it") -> tqdm:
+    """A tqdm bar on stderr for replays and training, shown only to a person at a terminal:
+    hidden when stderr is not a TTY (systemd, CI, pipes) or when logs are JSON."""
+    hidden = not sys.stderr.isatty() or json_logging_active()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=hidden,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+__all__ = [
+    "FORMATS",
+    "LEVELS",
+    "JsonFormatter",
+    "LoggingSetupError",
+    "add_logging_arguments",
+    "configure_from_args",
+    "configure_logging",
+    "json_logging_active",
+    "progress_bar",
+    "resolve_logging",
+    "setup_logging",
+]

@@ -1,0 +1,63 @@
+"""Prometheus metrics (prefix ``broker_filter_``), one registry per daemon.
+
+The names are the project's agreed ones (README, Grafana dashboard); each has a single
+writer: the pipeline core counts what it decides, the drivers count what they move.
+A private :class:`prometheus_client.CollectorRegistry` (not the global one) lets tests and
+two daemons in one process keep separate counts. The HTTP endpoint binds to loopback by
+default: metrics reveal object ids in no label, but exposing a port is the operator's call.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PREFIX = "broker_filter_"
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """Every metric of the daemon; ``serve(host, port)`` exposes them over HTTP."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r, p = self.registry, PREFIX
+        self.alerts_consumed = Counter(f"{p}alerts_consumed", "Input messages or archive records read", registry=r)
+        self.alerts_decoded = Counter(f"{p}alerts_decoded", "Alerts decoded", ["survey"], registry=r)
+        self.alerts_dead_lettered = Counter(
+            f"{p}alerts_dead_lettered", "Inputs sent to the dead-letter output", ["reason"], registry=r
+        )
+        self.objects_held = Gauge(f"{p}objects_held", "Objects whose light curves are held in memory", registry=r)
+        self.points_held = Gauge(f"{p}points_held", "Detections held in memory", registry=r)
+        self.below_minimum = Counter(f"{p}below_minimum", "Alerts whose object had too few points to score", registry=r)
+        self.batch_size = Histogram(f"{p}batch_size", "Objects scored per model call", buckets=_BATCH_BUCKETS, registry=r)
+        self.inference_latency = Histogram(
+            f"{p}inference_latency_seconds", "Model call duration", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end_latency = Histogram(
+            f"{p}end_to_end_latency_seconds",
+            "Alert arrival (Kafka timestamp) to output commit",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scorings = Counter(f"{p}scorings", "Objects scored", ["top_class"], registry=r)
+        self.novelty_flags = Counter(f"{p}novelty_flags", "Objects flagged novel", ["top_class"], registry=r)
+        self.consumer_lag = Gauge(f"{p}consumer_lag", "Messages behind the partition's end", ["topic", "partition"], registry=r)
+        self.transactions = Counter(f"{p}transactions", "Kafka transactions", ["outcome"], registry=r)
+        self.outputs_produced = Counter(f"{p}outputs_produced", "Records written", ["topic"], registry=r)
+        self.last_output_timestamp = Gauge(
+            f"{p}last_output_timestamp_seconds", "Unix time of the latest output commit", registry=r
+        )
+        self.inference_queue_depth = Gauge(f"{p}inference_queue_depth", "Alerts waiting for or in the model", registry=r)
+        self.partitions_paused = Gauge(f"{p}partitions_paused", "Input partitions paused by backpressure", registry=r)
+
+    def serve(self, host: str, port: int) -> None:
+        """Start the HTTP exposition thread (``port`` 0: no endpoint)."""
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (tests and summaries); 0 when never set."""
+        found = self.registry.get_sample_value(f"{PREFIX}{name}", labels or None)
+        return 0.0 if found is None else found

@@ -1,0 +1,24 @@
+"""Reliability proofs of the daemon against a real Kafka broker (issue 6).
+
+The same code runs twice: the CI suite (``tests/reliability``) calls it with small counts,
+and ``python -m broker_filter.reliability`` with the full ones (20+ kill -9 crashes over
+10,000+ alerts, broker restarts, 100,000 fuzz cases, minutes of overload), printing the
+table that ``docs/RELIABILITY.md`` records. One code path, so the long run proves what the
+CI cases check, only more often.
+
+Modules, one job each:
+
+* :mod:`~broker_filter.reliability.craft` builds alert payloads in the real survey schemas
+  from a simulated labelled stream (the seed of every bad input and fuzz case);
+* :mod:`~broker_filter.reliability.fuzz` mutates payloads and records and checks the
+  decoder's and the state merge's contracts on each;
+* :mod:`~broker_filter.reliability.bad_input` is the matrix of malformed inputs, each with
+  the outcome it must have;
+* :mod:`~broker_filter.reliability.harness` runs the daemon as a separate process (so that
+  it can be killed with SIGKILL), reads our topics with ``read_committed`` and accounts for
+  every input alert;
+* :mod:`~broker_filter.reliability.scenarios` composes those into the crash, broker-restart
+  and overload scenarios.
+
+Nothing here is imported by the daemon itself.
+"""

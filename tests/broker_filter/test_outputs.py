@@ -1,0 +1,66 @@
+"""Output records: Avro round trip with the committed schemas, deterministic keys, dead letters kept whole."""
+
+from __future__ import annotations
+
+import fastavro
+import pytest
+
+from broker_filter.outputs import DeadLetter, ModelIdentity, classification_record, decode, encode, novelty_record
+from streams.alert import Alert, DecodeError, Detection
+
+MODEL = ModelIdentity("0123456789abcdef", "0.1.0", "p95", 12.5)
+ALERT = Alert("ZTF18aaaaaaa", 42, "ztf", "4.02", 7, (Detection(7, 60000.5, "g", 15.0, 0.05),))
+
+
+def _scored(energy: float) -> dict:
+    return classification_record(
+        ALERT,
+        status="scored",
+        model=MODEL,
+        min_points=20,
+        n_points=33,
+        bands_used=("g",),
+        probabilities={"RRAB": 0.9, "ECL": 0.1},
+        top_class="RRAB",
+        energy=energy,
+        timestamp_ms=5,
+        now_ms=6,
+    )
+
+
+def test_scored_record_round_trips_and_flags_above_threshold():
+    record = _scored(13.0)
+    assert record["record_id"] == "ztf:ZTF18aaaaaaa:42" and record["novel"] is True
+    assert record["novelty_threshold_percentile"] == 95
+    assert decode("classification", encode("classification", record)) == record
+    novelty = novelty_record(record)
+    assert decode("novelty", encode("novelty", novelty)) == novelty
+    assert _scored(12.0)["novel"] is False
+
+
+def test_below_minimum_record_has_no_scores():
+    record = classification_record(
+        ALERT, status="below_minimum", model=MODEL, min_points=20, n_points=3, timestamp_ms=None, now_ms=1
+    )
+    assert record["probabilities"] is None and record["novel"] is None
+    assert decode("classification", encode("classification", record)) == record
+
+
+def test_schema_rejects_an_unknown_status():
+    record = _scored(1.0) | {"status": "maybe"}
+    with pytest.raises((ValueError, fastavro.validation.ValidationError)):
+        encode("classification", record)
+
+
+def test_dead_letter_keeps_bytes_and_reason():
+    letter = DeadLetter.of("t[0]@5", DecodeError("not_avro", "garbage"), b"\x01\x02")
+    assert encode("dead_letter", letter) == b"\x01\x02"
+    assert dict(letter.headers())["reason"] == b"not_avro"
+    assert letter.to_json()["payload_base64"] == "AQI="
+
+
+def test_an_oversized_dead_letter_is_cut_to_fit_and_says_so():
+    letter = DeadLetter("t[0]@9", "too_large", "", b"x" * 100)
+    assert letter.fitting(200) is letter
+    cut = letter.fitting(10)
+    assert cut.payload == b"x" * 10 and dict(cut.headers())["original_size"] == b"100"

@@ -1,0 +1,196 @@
+"""Evaluation: the metrics on hand-checkable cases, and a tiny end-to-end run on real data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.crossval import aggregate, fold_assignment
+from model.data import load_lightcurve_table
+from model.evaluate import EvalObject, _first_detections, group_objects, held_out_split
+from model.metrics import classification_metrics, combine_by_owner, novelty_metrics, percentile_thresholds
+
+EVAL_DATA = Path(__file__).resolve().parents[1] / "data" / "lightcurves_eval"
+
+
+# -- metrics, by hand -----------------------------------------------------------------------
+
+
+def test_classification_metrics_by_hand():
+    result = classification_metrics(["A", "A", "B", "B"], ["A", "B", "B", "B"], ["A", "B", "C"])
+    assert result["accuracy"] == 0.75
+    assert result["per_class"]["A"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert result["per_class"]["B"]["precision"] == pytest.approx(2 / 3)
+    assert result["per_class"]["B"]["recall"] == 1.0
+    assert result["per_class"]["C"]["support"] == 0
+    assert result["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # C is absent: not averaged in
+    assert result["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+
+
+def test_classification_refuses_novel_truth():
+    with pytest.raises(ValueError, match="outside the known classes"):
+        classification_metrics(["A", "VAR"], ["A", "A"], ["A", "B"])
+
+
+def test_novelty_metrics_by_hand():
+    # threshold 3: known 4 is a false positive; novel 3.5, 5, 6 are all caught.
+    result = novelty_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([3.5, 5.0, 6.0]), {"p80": 3.0, "p95": 5.5})
+    assert result["precision_p80"] == 0.75 and result["recall_p80"] == 1.0
+    assert result["f1_p80"] == pytest.approx(6 / 7)
+    assert result["precision_p95"] == 1.0 and result["recall_p95"] == pytest.approx(1 / 3)
+    assert result["auroc"] == pytest.approx(11 / 12)  # 3.5 ranks below 4 only
+    assert (result["n_known"], result["n_novel"]) == (4, 3)
+
+
+def test_novelty_with_nothing_flagged_has_zero_precision_not_nan():
+    result = novelty_metrics(np.array([1.0, 2.0]), np.array([1.5]), {"p80": 10.0})
+    assert result["precision_p80"] == 0.0 and result["f1_p80"] == 0.0
+
+
+def test_novelty_refuses_non_finite_scores():
+    with pytest.raises(ValueError, match="non-finite"):
+        novelty_metrics(np.array([1.0, np.inf]), np.array([2.0]), {"p80": 1.5})
+
+
+def test_percentile_thresholds_and_combination():
+    assert percentile_thresholds(np.arange(101.0), {"p80": 80, "p95": 95}) == {"p80": 80.0, "p95": 95.0}
+    means = combine_by_owner(np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]]), np.array([1, 1, 0]), 3)
+    np.testing.assert_allclose(means[:2], [[5.0, 5.0], [2.0, 1.0]])
+    assert np.all(np.isnan(means[2]))  # an object with no rows is visible, not zero
+
+
+# -- objects, folds, truncation on real data --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def curves():
+    return load_lightcurve_table(EVAL_DATA)
+
+
+def test_group_objects_maps_classes_and_novelty_sets(curves):
+    from model.classes import ClassMapping
+
+    objects = group_objects(curves, ClassMapping(), bands=("V", "g", "R"))
+    by_id = {obj.object_id: obj for obj in objects}
+    assert len(by_id) == 40
+    assert {obj.novelty_set for obj in objects} == {None, "VAR", "SNIa"}
+    assert all((obj.label is None) != (obj.novelty_set is None) for obj in objects)
+    snia = next(obj for obj in objects if obj.novelty_set == "SNIa")
+    assert {c.band for c in snia.curves} <= {"g", "R"}
+
+
+def test_fold_assignment_is_stratified(curves):
+    from model.classes import ClassMapping
+
+    objects = group_objects(curves, ClassMapping(), bands=None)
+    assignment = fold_assignment(objects, folds=4, seed=0)
+    known = [obj for obj in objects if obj.label is not None]
+    assert set(assignment) == {obj.object_id for obj in known}  # novel objects are in no fold
+    for label in {obj.label for obj in known}:  # 4 objects a class: one in each fold
+        assert sorted(assignment[o.object_id] for o in known if o.label == label) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="fewer than the 5 folds"):
+        fold_assignment(objects, folds=5, seed=0)
+
+
+def test_first_detections_follow_time_across_bands(curves):
+    snia = [lc for lc in curves if lc.object_id == curves[-1].object_id]
+    obj = EvalObject(snia[0].object_id, tuple(snia), None, "SNIa")
+    truncated = _first_detections(obj, 10)
+    assert truncated.n_points == 10
+    kept = np.sort(np.concatenate([c.time for c in truncated.curves]))
+    every = np.sort(np.concatenate([c.time for c in obj.curves]))
+    np.testing.assert_array_equal(kept, every[:10])
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+def test_known_periods_are_used_and_only_missing_ones_estimated(curves):
+    from model.features import PreprocessConfig, resolve_periods
+    from model.evaluate import periods_of
+
+    config = PreprocessConfig()
+    some = [lc for lc in curves if len(lc) >= 50][:3]
+    known = {(lc.object_id, lc.band): 1.0 + i for i, lc in enumerate(some[:2])}
+    values = periods_of(some, config, known)
+    np.testing.assert_array_equal(values[:2], [1.0, 2.0])
+    np.testing.assert_allclose(values[2], resolve_periods(some[2:], config)[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory, curves):
+    from model.train import TrainConfig, train
+
+    config = TrainConfig(size=8, num_layers=1, embedding=4, nb_epoch=2, batch_size=32, val_frac=0.25,
+                         quiet=True, device="cpu")
+    directory = tmp_path_factory.mktemp("bundle")
+    train(config, curves, directory)
+    return directory
+
+
+@pytest.mark.slow
+def test_held_out_split_reproduces_the_bundles_own_split(tiny_bundle, curves):
+    from model.bundle import ModelBundle
+
+    bundle = ModelBundle.load(tiny_bundle)
+    split, same_data = held_out_split(bundle, curves)
+    assert same_data
+    assert bundle.training["val_objects"] == len(split.test)
+    assert not {o.object_id for o in split.train} & {o.object_id for o in split.test}
+    one_known_star_fewer = [lc for lc in curves if lc.object_id != split.train[0].object_id]
+    _, other_data = held_out_split(bundle, one_known_star_fewer)
+    assert not other_data
+
+
+@pytest.mark.slow
+def test_evaluate_command_writes_every_file_and_key(tiny_bundle, tmp_path):
+    from broker_filter.commands import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.register(parser.add_subparsers())
+    out = tmp_path / "report"
+    args = parser.parse_args(["evaluate", "--model", str(tiny_bundle), "--data", str(EVAL_DATA), "--out", str(out),
+                              "--device", "cpu", "--n-points", "20,50"])
+    assert args.handler(args) == 0
+    for name in ("metrics.json", "confusion.png", "energy_hist.png", "summary.md"):
+        assert (out / name).stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["held_out"] is True
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["accuracy_per_chunk"] <= 1.0
+    assert set(metrics["per_class"]["ROT"]) == {"precision", "recall", "f1", "support"}
+    novelty_keys = {"precision_p80", "recall_p80", "f1_p80", "precision_p95", "recall_p95", "f1_p95", "auroc"}
+    assert metrics["novelty"]["set"] == "VAR" and novelty_keys <= set(metrics["novelty"])
+    assert novelty_keys <= set(metrics["novelty_by_set"]["SNIa"])
+    assert set(metrics["accuracy_by_n_points"]) == {"20", "50"}
+    assert set(metrics["baselines"]) == {
+        "random_forest_network_features", "random_forest_lightcurve_features",
+        "isolation_forest_network_features", "isolation_forest_lightcurve_features",
+    }
+    assert "accuracy_per_chunk" in metrics["baselines"]["random_forest_network_features"]
+    assert novelty_keys <= set(metrics["baselines"]["isolation_forest_lightcurve_features"]["VAR"])
+    assert "| network (RNN autoencoder + GMM) |" in (out / "summary.md").read_text()
+
+    # Two "folds" made of this result: means, spreads and summed counts as documented.
+    second = json.loads(json.dumps(metrics))
+    second["accuracy"], second["fold"], metrics["fold"] = metrics["accuracy"] + 0.2, 1, 0
+    combined = aggregate([metrics, second])
+    assert combined["accuracy"] == pytest.approx(metrics["accuracy"] + 0.1)
+    assert combined["cv"]["std"]["accuracy"] == pytest.approx(0.1)
+    assert combined["counts"]["test_objects"] == 2 * metrics["counts"]["test_objects"]
+    assert combined["per_class"]["ROT"]["support"] == 2 * metrics["per_class"]["ROT"]["support"]
+
+
+def test_evaluate_command_reports_a_bad_bundle_in_one_line(tmp_path, capsys):
+    from broker_filter.commands import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["evaluate", "--model", str(tmp_path), "--data", str(EVAL_DATA), "--out", str(tmp_path / "r")]
+    )
+    assert args.handler(args) == 2
+    assert "not a model bundle" in capsys.readouterr().err
