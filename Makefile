@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 
 demo: venv
-	$(VENV)/bin/broker-filter replay tests/data/alerts --out out/demo
+	$(VENV)/bin/broker-filter replay data/alerts data/demo --out out/demo
 	@cat out/demo/summary.json
 
 test: venv

@@ -22,6 +22,10 @@ produced the second time are the ones the first attempt would have committed.
 flush state, then commit the offsets synchronously; a crash in between re-delivers records
 that consumers de-duplicate by key (``record_id``).
 
+The Kafka clients are :class:`streams.kafka.KafkaSource` and :class:`streams.kafka.KafkaSink`
+(consumer group, pause/resume, lag; idempotent or transactional producer, delivery reports,
+retries of retriable transactional errors); this module decides *when* to call them.
+
 Inference runs in one worker thread so that the poll loop keeps the consumer in its group
 (``max.poll.interval.ms``) while the model works. When more than ``queue_max`` alerts wait
 for the model, every assigned partition is paused (polling continues, fetching stops) and
@@ -41,6 +45,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from confluent_kafka import OFFSET_BEGINNING, KafkaException
+
 from broker_filter.batching import MicroBatch, MicroBatcher
 from broker_filter.config import Config
 from broker_filter.inference import InferenceResult
@@ -48,7 +54,16 @@ from broker_filter.metrics import Metrics
 from broker_filter.outputs import DeadLetter, Output, encode
 from broker_filter.pipeline import Pipeline, Slot
 from broker_filter.rekey import Rekeyer
-from streams.kafka_config import client_config, redact
+from streams.kafka import (
+    DeliveryError,
+    FatalProducerError,
+    KafkaMessage,
+    KafkaSink,
+    KafkaSource,
+    KafkaSourceError,
+    TopicPartitionKey,
+    TransactionAbortedError,
+)
 
 log = logging.getLogger(__name__)
 KAFKA_LOG = logging.getLogger("librdkafka")
@@ -57,7 +72,6 @@ POLL_TIMEOUT_S = 0.1
 POLL_MESSAGES = 500
 TXN_TIMEOUT_S = 60.0
 LAG_EVERY_S = 5.0
-STOP_GRACE_S = 30.0  # how long a stopping daemon keeps retrying a commit against unreachable brokers
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's message.max.bytes default
 HEADROOM_BYTES = 16_384  # record overhead, key and headers of a dead letter
 
@@ -71,7 +85,7 @@ class _InFlight:
     """A closed batch: its input offsets (next offset to read, per partition) and its inference."""
 
     batch: MicroBatch[Slot]
-    offsets: dict[tuple[str, int], int]
+    offsets: dict[TopicPartitionKey, int]
     future: Future[InferenceResult]
     timestamps_ms: list[int] = field(default_factory=list)
 
@@ -88,8 +102,6 @@ class Daemon:
         upstream: Rekeyer | None = None,
     ) -> None:
         """``input_topics`` default to the config's; ``upstream`` is the re-keying stage feeding them (watched)."""
-        from confluent_kafka import Consumer, Producer
-
         self.config = config
         self.pipeline = pipeline
         self.metrics = metrics
@@ -102,38 +114,22 @@ class Daemon:
             "novelty": kafka.novelty_topic,
             "dead_letter": kafka.dead_letter_topic,
         }
-        consumer_props = client_config(
-            kafka.bootstrap_servers,
-            kafka.client,
-            **{
-                "group.id": kafka.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "enable.partition.eof": False,
-            },
-        )
-        producer_props = client_config(
-            kafka.bootstrap_servers, kafka.client, **{"enable.idempotence": True, "acks": "all", "linger.ms": 5}
-        )
-        if self.exactly_once:
-            producer_props["transactional.id"] = kafka.transactional_id
-        self.max_dead_letter_bytes = int(producer_props.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)) - HEADROOM_BYTES
-        log.info("consumer %s", redact(consumer_props))
         # librdkafka's own lines (connection retries...) go through logging, hence [logging] format
-        self.consumer = Consumer(consumer_props, logger=KAFKA_LOG)
-        self.producer = Producer(producer_props, logger=KAFKA_LOG)
+        self.client = {**kafka.client, "logger": KAFKA_LOG}
+        # the brokers' own limit is unknown here; their default (~1 MB) is the safe assumption
+        message_max = min(int(kafka.client.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)), DEFAULT_MESSAGE_MAX_BYTES)
+        self.max_dead_letter_bytes = message_max - HEADROOM_BYTES
         self.batcher: MicroBatcher[Slot] = MicroBatcher(
             config.inference.max_batch, config.inference.max_wait_ms, config.inference.queue_max
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.stop_requested = threading.Event()
+        self.source: KafkaSource | None = None
+        self.sink: KafkaSink | None = None
         self._in_flight: deque[_InFlight] = deque()
-        self._open_offsets: dict[tuple[str, int], int] = {}
+        self._open_offsets: dict[TopicPartitionKey, int] = {}
         self._open_timestamps: list[int] = []
-        self._assigned: list = []
-        self._paused = False
-        self._delivery_failures = 0
+        self._assigned: list[TopicPartitionKey] = []
         self._lag_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -144,29 +140,41 @@ class Daemon:
             signal.signal(signum, lambda *_: self.stop_requested.set())
 
     def run(self) -> int:
-        if self.exactly_once:
-            from confluent_kafka import KafkaException
-
-            try:
-                self.producer.init_transactions(TXN_TIMEOUT_S)
-            except KafkaException as error:
-                raise DaemonError(
-                    f"cannot initialise transactions ({error.args[0].str()}); "
-                    'brokers without transactions need delivery = "at_least_once"'
-                ) from error
-        self.consumer.subscribe(
-            list(self.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        kafka = self.config.kafka
+        try:
+            self.sink = KafkaSink(
+                kafka.bootstrap_servers,
+                client=self.client,
+                transactional_id=kafka.transactional_id if self.exactly_once else None,
+                timeout=TXN_TIMEOUT_S,
+            )
+        except (FatalProducerError, KafkaException) as error:
+            raise DaemonError(
+                f"cannot start the producer ({error}); brokers without transactions need delivery = \"at_least_once\""
+            ) from error
+        self.source = KafkaSource(
+            kafka.bootstrap_servers,
+            kafka.group_id,
+            self.input_topics,
+            client=self.client,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
-        log.info(
-            "consuming %s as group %s (%s)", ",".join(self.input_topics), self.config.kafka.group_id, self.config.kafka.delivery
-        )
+        log.info("consuming %s as group %s (%s)", ",".join(self.input_topics), kafka.group_id, kafka.delivery)
         try:
             while not self.stop_requested.is_set():
                 self._step()
             self._drain()
+        except KafkaSourceError as error:
+            self._forget_uncommitted()
+            raise DaemonError(str(error)) from error
+        except BaseException:
+            self._forget_uncommitted()  # never committed, so read again by whoever owns the partitions next
+            raise
         finally:
+            self.source.close()  # leaves the group (revocation callback: nothing left to commit)
             self.executor.shutdown(wait=True)
-            self.consumer.close()
             self.pipeline.store.close()
         log.info("stopped cleanly")
         return 0
@@ -176,32 +184,20 @@ class Daemon:
             raise DaemonError(f"the re-keying stage failed: {self.upstream.error}")
         self._commit_ready(block=False)
         self._apply_backpressure()
-        for message in self.consumer.consume(POLL_MESSAGES, POLL_TIMEOUT_S):
+        for message in self.source.consume(POLL_MESSAGES, POLL_TIMEOUT_S):
             self._handle(message)
         batch = self.batcher.due()
         if batch is not None:
             self._submit(batch)
         self._update_lag()
 
-    def _handle(self, message) -> None:
-        from confluent_kafka import KafkaError
-
-        error = message.error()
-        if error is not None:
-            if error.fatal():
-                raise DaemonError(f"fatal consumer error: {error.str()}")
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", error.str())
-            return
+    def _handle(self, message: KafkaMessage) -> None:
         self.metrics.alerts_consumed.inc()
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        kind, timestamp_ms = message.timestamp()
-        timestamp_ms = timestamp_ms if kind != 0 and timestamp_ms >= 0 else None
-        origin = f"{topic}[{partition}]@{offset}"
-        slot = self.pipeline.accept(message.value() or b"", origin, timestamp_ms)
-        self._open_offsets[(topic, partition)] = offset + 1
-        if timestamp_ms is not None:
-            self._open_timestamps.append(timestamp_ms)
+        origin = f"{message.topic}[{message.partition}]@{message.offset}"
+        slot = self.pipeline.accept(message.value, origin, message.timestamp_ms)
+        self._open_offsets[(message.topic, message.partition)] = message.offset + 1
+        if message.timestamp_ms is not None:
+            self._open_timestamps.append(message.timestamp_ms)
         batch = self.batcher.add(slot, slot.needs_scoring)
         if batch is not None:
             self._submit(batch)
@@ -231,32 +227,25 @@ class Daemon:
                 self._rewind()
                 return
 
-    def _commit(self, outputs: list[Output], offsets: dict[tuple[str, int], int]) -> bool:
+    def _commit(self, outputs: list[Output], offsets: dict[TopicPartitionKey, int]) -> bool:
         """Produce and commit one batch; False if it was aborted (the caller re-reads its input)."""
-        from confluent_kafka import KafkaException, TopicPartition
-
-        positions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             if self.exactly_once:
-                self.producer.begin_transaction()
+                self.sink.begin()
                 self._produce(outputs)
                 self.pipeline.store.flush()
-                if positions:
-                    metadata = self.consumer.consumer_group_metadata()
-                    self._retrying(
-                        "send offsets", lambda: self.producer.send_offsets_to_transaction(positions, metadata, TXN_TIMEOUT_S)
-                    )
-                self._retrying("commit", lambda: self.producer.commit_transaction(TXN_TIMEOUT_S))
+                self.sink.send_offsets(offsets, self.source.group_metadata())
+                self.sink.commit()
             else:
                 self._produce(outputs)
-                remaining = self.producer.flush(TXN_TIMEOUT_S)
-                if remaining or self._delivery_failures:
-                    raise DeliveryFailed(f"{remaining} undelivered, {self._delivery_failures} failed")
+                self.sink.flush()
                 self.pipeline.store.flush()
-                if positions:
-                    self._retrying("commit offsets", lambda: self.consumer.commit(offsets=positions, asynchronous=False))
-        except (KafkaException, DeliveryFailed) as error:
-            return self._recover(error)
+                self.source.commit(offsets)
+        except FatalProducerError as error:
+            raise DaemonError(f"{error} (another instance with this transactional_id?)") from error
+        except (TransactionAbortedError, DeliveryError, KafkaException) as error:
+            self._abort(error)
+            return False
         self.metrics.transactions.labels("committed").inc()
         self.metrics.last_output_timestamp.set(time.time())
         for output in outputs:
@@ -270,61 +259,17 @@ class Daemon:
             if isinstance(value, DeadLetter):
                 value = value.fitting(self.max_dead_letter_bytes)
                 headers = value.headers()
-            payload = encode(output.kind, value)
-            waiting_since = time.monotonic()
-            while True:
-                try:
-                    self.producer.produce(
-                        self.topics[output.kind], payload, output.key.encode(), headers=headers, on_delivery=self._on_delivery
-                    )
-                    break
-                except BufferError:  # local queue full (e.g. brokers unreachable): serve delivery reports, retry
-                    if self.stop_requested.is_set() and time.monotonic() - waiting_since > STOP_GRACE_S:
-                        raise DeliveryFailed("the producer queue stayed full while stopping") from None
-                    self.producer.poll(0.1)
-            self.producer.poll(0)
+            self.sink.produce(self.topics[output.kind], encode(output.kind, value), key=output.key, headers=headers)
 
-    def _on_delivery(self, error, message) -> None:
-        if error is not None:
-            self._delivery_failures += 1
-            log.error("delivery to %s failed: %s", message.topic(), error.str())
-
-    def _retrying(self, what: str, call):
-        """``call()``, again after a back-off while Kafka says the error is retriable (a broker
-        restarting, a coordinator moving); after a stop request, give up within STOP_GRACE_S."""
-        from confluent_kafka import KafkaException
-
-        started, attempt = time.monotonic(), 0
-        while True:
-            try:
-                return call()
-            except KafkaException as error:
-                kafka_error = error.args[0]
-                giving_up = self.stop_requested.is_set() and time.monotonic() - started > STOP_GRACE_S
-                if not kafka_error.retriable() or kafka_error.txn_requires_abort() or giving_up:
-                    raise
-                attempt += 1
-                log.warning("%s failed (%s), retrying", what, kafka_error.str())
-                time.sleep(min(0.5 * 2**attempt, 10.0))
-
-    def _recover(self, error) -> bool:
-        """An aborted batch: abort the transaction (if any) and tell the caller to re-read."""
-        from confluent_kafka import KafkaException
-
-        kafka_error = error.args[0] if error.args and hasattr(error.args[0], "fatal") else None
-        if kafka_error is not None and kafka_error.fatal():
-            raise DaemonError(
-                f"fatal producer error (another instance with this transactional_id?): {kafka_error.str()}"
-            ) from error
+    def _abort(self, error: Exception) -> None:
+        """The batch failed: make sure its transaction is aborted; the caller re-reads its input."""
         log.warning("batch aborted, its input will be read again: %s", error)
-        if self.exactly_once:
+        if self.exactly_once and not isinstance(error, TransactionAbortedError):  # the sink aborted those already
             try:
-                self._retrying("abort", lambda: self.producer.abort_transaction(TXN_TIMEOUT_S))
-            except KafkaException as abort_error:
-                raise DaemonError(f"cannot abort the transaction: {abort_error.args[0].str()}") from abort_error
+                self.sink.abort()
+            except (TransactionAbortedError, FatalProducerError, KafkaException) as abort_error:
+                raise DaemonError(f"cannot abort the transaction: {abort_error}") from abort_error
         self.metrics.transactions.labels("aborted").inc()
-        self._delivery_failures = 0
-        return False
 
     def _forget_uncommitted(self) -> None:
         for flight in self._in_flight:
@@ -337,12 +282,20 @@ class Daemon:
         """Forget everything not committed and seek back to the committed offsets."""
         self._forget_uncommitted()
         if self._assigned:
-            from confluent_kafka import OFFSET_BEGINNING
+            committed = self._committed_offsets()
+            # nothing committed yet (negative): start over, as auto.offset.reset says
+            self.source.rewind({tp: offset if offset >= 0 else OFFSET_BEGINNING for tp, offset in committed.items()})
 
-            for tp in self._retrying("read committed offsets", lambda: self.consumer.committed(self._assigned, TXN_TIMEOUT_S)):
-                if tp.offset < 0:  # nothing committed yet: start over, as auto.offset.reset says
-                    tp.offset = OFFSET_BEGINNING
-                self.consumer.seek(tp)
+    def _committed_offsets(self) -> dict[TopicPartitionKey, int]:
+        """The group's committed offsets of our partitions, waiting out brokers that are restarting."""
+        while True:
+            try:
+                return self.source.committed(self._assigned, TXN_TIMEOUT_S)
+            except KafkaException as error:
+                if self.stop_requested.is_set():
+                    raise DaemonError(f"cannot read the committed offsets: {error}") from error
+                log.warning("cannot read the committed offsets yet (%s), retrying", error)
+                time.sleep(1.0)
 
     def _observe_latency(self, timestamps_ms: list[int]) -> None:
         now_ms = time.time() * 1000.0
@@ -357,44 +310,34 @@ class Daemon:
     def _apply_backpressure(self) -> None:
         depth = self._queue_depth()
         self.metrics.inference_queue_depth.set(depth)
-        if not self._paused and depth >= self.config.inference.queue_max and self._assigned:
-            self.consumer.pause(self._assigned)
-            self._paused = True
-            self.metrics.partitions_paused.set(len(self._assigned))
+        paused = bool(self.source.paused)
+        if not paused and depth >= self.config.inference.queue_max and self._assigned:
+            self.source.pause()
             log.debug("paused %d partitions at queue depth %d", len(self._assigned), depth)
-        elif self._paused and depth < self.config.inference.queue_max // 2:
-            self.consumer.resume(self._assigned)
-            self._paused = False
-            self.metrics.partitions_paused.set(0)
+        elif paused and depth < self.config.inference.queue_max // 2:
+            self.source.resume()
+        self.metrics.partitions_paused.set(len(self.source.paused))
 
-    def _on_assign(self, consumer, partitions) -> None:
-        self._assigned = list(partitions)
-        self._paused = False
-        self.metrics.partitions_paused.set(0)
-        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+    def _on_assign(self, partitions: list[TopicPartitionKey]) -> None:
+        self._assigned = sorted(set(self._assigned) | set(partitions))
+        log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in partitions))
 
-    def _on_revoke(self, consumer, partitions) -> None:
+    def _on_revoke(self, partitions: list[TopicPartitionKey]) -> None:
         log.info("revoking %d partitions: committing work in flight", len(partitions))
         self._drain()
         self.pipeline.store.release_all()
-        self._assigned = []
+        self._assigned = [tp for tp in self._assigned if tp not in set(partitions)]
 
-    def _on_lost(self, consumer, partitions) -> None:
+    def _on_lost(self, partitions: list[TopicPartitionKey]) -> None:
         log.warning("lost %d partitions: uncommitted work is dropped and will be redone by their new owner", len(partitions))
         self._forget_uncommitted()
         self.pipeline.store.release_all()
-        self._assigned = []
+        self._assigned = [tp for tp in self._assigned if tp not in set(partitions)]
 
     def _update_lag(self) -> None:
         now = time.monotonic()
         if now - self._lag_at < LAG_EVERY_S or not self._assigned:
             return
         self._lag_at = now
-        for tp in self.consumer.position(self._assigned):
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            if tp.offset >= 0 and high >= 0:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
-
-
-class DeliveryFailed(RuntimeError):
-    """At-least-once mode: some records were not acknowledged by the brokers."""
+        for (topic, partition), lag in self.source.lag().items():
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)

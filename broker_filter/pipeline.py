@@ -114,7 +114,8 @@ class Pipeline:
         decision = self.policy.decide(merged.state, alert.time)
         slot = Slot(alert=alert, decision=decision, timestamp_ms=timestamp_ms)
         if decision.verdict == "score":
-            self.store.mark_scored(merged.state, alert.time, self.policy.forget_before(alert.time))
+            if self.policy.min_interval_s > 0:  # only throttling needs to remember scorings
+                self.store.mark_scored(merged.state, alert.time, self.policy.forget_before(alert.time))
         else:
             if decision.verdict == "below_minimum":
                 self.metrics.below_minimum.inc()

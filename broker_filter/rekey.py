@@ -20,10 +20,9 @@ import logging
 import threading
 
 from broker_filter.config import Config
-from broker_filter.metrics import Metrics
 from broker_filter.pipeline import decoder_from_config
 from streams.alert import DecodeError
-from streams.kafka_config import client_config
+from streams.kafka import KafkaMessage, KafkaSink, KafkaSource, TransactionAbortedError
 
 log = logging.getLogger(__name__)
 KAFKA_LOG = logging.getLogger("librdkafka")
@@ -34,34 +33,16 @@ TXN_TIMEOUT_S = 60.0
 
 
 class Rekeyer:
-    """The re-keying stage; ``start()`` runs it in a thread, ``stop()`` commits and joins."""
+    """The re-keying stage; ``start()`` runs it in a thread, ``stop()`` commits and joins.
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
-        from confluent_kafka import Consumer, Producer
+    ``error`` holds what stopped the thread, if anything (the daemon watches it and exits).
+    """
 
-        kafka = config.kafka
+    def __init__(self, config: Config) -> None:
+        self.config = config
         self.topic = config.rekey.topic
-        self.inputs = list(kafka.input_topics)
-        self.exactly_once = kafka.delivery == "exactly_once"
+        self.exactly_once = config.kafka.delivery == "exactly_once"
         self.decoder = decoder_from_config(config)
-        self.metrics = metrics
-        self.consumer = Consumer(
-            client_config(
-                kafka.bootstrap_servers,
-                kafka.client,
-                **{
-                    "group.id": f"{kafka.group_id}-rekey",
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                },
-            ),
-            logger=KAFKA_LOG,
-        )
-        producer = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random"}
-        if self.exactly_once:
-            producer["transactional.id"] = f"{kafka.transactional_id}-rekey"
-        self.producer = Producer(client_config(kafka.bootstrap_servers, kafka.client, **producer), logger=KAFKA_LOG)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rekey", daemon=True)
         self.error: BaseException | None = None
@@ -74,40 +55,46 @@ class Rekeyer:
         self._thread.join()
 
     def _run(self) -> None:
+        kafka = self.config.kafka
+        client = {**kafka.client, "logger": KAFKA_LOG}
         try:
-            if self.exactly_once:
-                self.producer.init_transactions(TXN_TIMEOUT_S)
-            self.consumer.subscribe(self.inputs)
-            while not self._stop.is_set():
-                messages = [m for m in self.consumer.consume(POLL_MESSAGES, POLL_TIMEOUT_S) if m.error() is None]
-                if messages:
-                    self._forward(messages)
-        except BaseException as error:  # noqa: BLE001 — recorded for the main thread, then re-raised in the log
+            sink = KafkaSink(
+                kafka.bootstrap_servers,
+                client={**client, "partitioner": "murmur2_random"},
+                transactional_id=f"{kafka.transactional_id}-rekey" if self.exactly_once else None,
+                timeout=TXN_TIMEOUT_S,
+            )
+            with KafkaSource(kafka.bootstrap_servers, f"{kafka.group_id}-rekey", kafka.input_topics, client=client) as source:
+                while not self._stop.is_set():
+                    messages = source.consume(POLL_MESSAGES, POLL_TIMEOUT_S)
+                    if messages:
+                        self._forward(messages, source, sink)
+        except BaseException as error:  # noqa: BLE001 — handed to the daemon's thread, which stops
             self.error = error
             log.exception("re-keying stage stopped")
-        finally:
-            self.consumer.close()
 
-    def _forward(self, messages: list) -> None:
-        from confluent_kafka import TopicPartition
-
-        if self.exactly_once:
-            self.producer.begin_transaction()
-        offsets: dict[tuple[str, int], int] = {}
-        for message in messages:
-            payload = message.value() or b""
-            self.producer.produce(
-                self.topic, payload, self._key(payload), headers=message.headers(), timestamp=max(message.timestamp()[1], 0)
-            )
-            self.producer.poll(0)
-            offsets[(message.topic(), message.partition())] = message.offset() + 1
-        positions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        if self.exactly_once:
-            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S)
-            self.producer.commit_transaction(TXN_TIMEOUT_S)
-        else:
-            self.producer.flush(TXN_TIMEOUT_S)
-            self.consumer.commit(offsets=positions, asynchronous=False)
+    def _forward(self, messages: list[KafkaMessage], source: KafkaSource, sink: KafkaSink) -> None:
+        """Copy one poll's messages and commit their offsets with them (or re-read them if aborted)."""
+        offsets = {(m.topic, m.partition): m.offset + 1 for m in messages}
+        try:
+            if self.exactly_once:
+                sink.begin()
+            for message in messages:
+                key = self._key(message.value)
+                headers = list(message.headers) or None
+                sink.produce(self.topic, message.value, key=key, headers=headers, timestamp_ms=message.timestamp_ms)
+            if self.exactly_once:
+                sink.send_offsets(offsets, source.group_metadata())
+                sink.commit()
+            else:
+                sink.flush()
+                source.commit(offsets)
+        except TransactionAbortedError as error:
+            log.warning("re-keying transaction aborted, re-reading: %s", error)
+            first = {}
+            for message in messages:
+                first.setdefault((message.topic, message.partition), message.offset)
+            source.rewind(first)
 
     def _key(self, payload: bytes) -> bytes | None:
         try:

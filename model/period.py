@@ -54,7 +54,7 @@ DEFAULT_MAX_PERIOD = 1000.0  # days: Miras and long secondary periods
 DEFAULT_OVERSAMPLE = 5.0  # grid points per periodogram peak width (astropy's default)
 DEFAULT_MIN_POINTS = 5  # fewer points cannot constrain mean, amplitude and phase
 FFT_OVERSAMPLING = 4  # FFT length / highest frequency index: grid twice as fine as the highest frequency
-MAX_FFT_LENGTH = 2**24  # bounds memory for very long baselines (df grows past ~30 years at defaults)
+MAX_FFT_LENGTH = 2**24  # bounds memory: baselines past ~70 years (at defaults) get a coarser grid
 KERNEL_HALF_WIDTH = 6  # Gaussian kernel taps each side (Greengard & Lee's M_sp): ~1e-6 error
 #: Gaussian kernel variance (cells^2) for a grid twice as fine as needed (Greengard & Lee's
 #: tau, in grid cells: M_sp R / (4 pi (R - 1/2)) with R = 2).
@@ -109,14 +109,20 @@ def frequency_grid(
     _check_search(min_period, max_period, oversample)
     if not baseline > 0:
         raise ValueError(f"baseline must be positive, got {baseline}")
+    df, k_first, k_last = _grids(np.array([baseline], dtype=np.float64), min_period, max_period, oversample)
+    return FrequencyGrid(df=float(df[0]), k_first=int(k_first[0]), k_last=int(k_last[0]))
+
+
+def _grids(baseline: np.ndarray, min_period: float, max_period: float, oversample: float):
+    """Vectorised :func:`frequency_grid`: (df, k_first, k_last) per positive baseline."""
     df = 1.0 / (oversample * baseline)
-    k_last = int(math.floor(1.0 / (min_period * df)))
+    k_last = np.floor(1.0 / (min_period * df))
     longest = MAX_FFT_LENGTH // FFT_OVERSAMPLING - 1
-    if k_last > longest:  # baseline too long for the FFT budget: coarser grid, same range
-        df = 1.0 / (min_period * longest)
-        k_last = longest
-    k_first = max(1, int(math.ceil(1.0 / (max_period * df))))
-    return FrequencyGrid(df=df, k_first=k_first, k_last=max(k_first, k_last))
+    too_long = k_last > longest  # baseline too long for the FFT budget: coarser grid, same range
+    df = np.where(too_long, 1.0 / (min_period * longest), df)
+    k_last = np.where(too_long, longest, k_last).astype(np.int64)
+    k_first = np.maximum(1, np.ceil(1.0 / (max_period * df))).astype(np.int64)
+    return df, k_first, np.maximum(k_first, k_last)
 
 
 def estimate_periods(
@@ -135,7 +141,7 @@ def estimate_periods(
 
     ``errs=None`` weights all points equally. ``device=None`` uses CUDA when present.
     ``max_cells`` bounds the FFT cells processed at once (memory), by default 2**27 on
-    CUDA (about 3 GB of working memory) and 2**23 on CPU.
+    CUDA (about 12 GB of working memory) and 2**23 on CPU.
     """
     peaks = best_frequencies(
         times,
@@ -173,26 +179,23 @@ def best_frequencies(
     if len(times) != len(mags) or (errs is not None and len(errs) != len(times)):
         raise ValueError("times, mags and errs must hold one array per light curve")
     dev = _resolve_device(device)
-    cells = max_cells or (2**27 if dev.type == "cuda" else 2**23)
-    curves = [_clean(t, y, None if errs is None else errs[i]) for i, (t, y) in enumerate(zip(times, mags))]
-    n = len(curves)
+    cells = max_cells or (2**28 if dev.type == "cuda" else 2**23)
+    points = _Points.gather(times, mags, errs)
+    n = len(times)
     frequency = np.full(n, np.nan)
     power = np.full(n, np.nan)
-    n_points = np.array([len(c[0]) for c in curves], dtype=np.int64)
-    grids: dict[int, FrequencyGrid] = {}
-    for i, (t, _, _) in enumerate(curves):
-        if len(t) >= min_points and t[-1] > t[0]:
-            grids[i] = frequency_grid(
-                float(t[-1] - t[0]), min_period=min_period, max_period=max_period, oversample=oversample
-            )
-    for fft_length, members in _buckets(grids):
-        per_chunk = max(1, cells // fft_length)
-        for start in range(0, len(members), per_chunk):
-            chunk = members[start : start + per_chunk]
-            f, p = _peaks_of_chunk([curves[i] for i in chunk], [grids[i] for i in chunk], fft_length, dev)
-            frequency[chunk] = f
-            power[chunk] = p
-    return PeriodogramPeaks(frequency=frequency, power=power, n_points=n_points)
+    usable = np.flatnonzero((points.counts >= min_points) & (points.baseline > 0))
+    df, k_first, k_last = _grids(points.baseline[usable], min_period, max_period, oversample)
+    lengths = fft_lengths_for(k_last)
+    for length in np.unique(lengths):  # one batched FFT length per group
+        members = np.flatnonzero(lengths == length)
+        per_chunk = max(1, cells // int(length))
+        for start in range(0, members.size, per_chunk):
+            part = members[start : start + per_chunk]
+            index, best = _peaks_of_chunk(points, usable[part], df[part], k_first[part], k_last[part], int(length), dev)
+            frequency[usable[part]] = index * df[part]
+            power[usable[part]] = best
+    return PeriodogramPeaks(frequency=frequency, power=power, n_points=points.counts)
 
 
 def _check_search(min_period: float, max_period: float, oversample: float) -> None:
@@ -208,32 +211,62 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _clean(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Usable points only, sorted by time, as float64 (t) and float64 weights 1/dy**2."""
-    t = np.asarray(t, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if t.shape != y.shape or t.ndim != 1:
-        raise ValueError(f"a light curve needs 1-d time and magnitude arrays of one length, got {t.shape}, {y.shape}")
-    if dy is None:
-        w = np.ones_like(t)
-    else:
-        dy = np.asarray(dy, dtype=np.float64)
-        if dy.shape != t.shape:
-            raise ValueError(f"errors have shape {dy.shape}, times {t.shape}")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            w = 1.0 / (dy * dy)
-    keep = np.isfinite(t) & np.isfinite(y) & np.isfinite(w) & (w > 0)
-    t, y, w = t[keep], y[keep], w[keep]
-    order = np.argsort(t, kind="stable")
-    return t[order], y[order], w[order]
+@dataclass(frozen=True)
+class _Points:
+    """All light curves' usable points in flat arrays, each curve's run sorted by time.
+
+    Flat arrays keep the per-curve Python work to a length check: everything else (dropping
+    bad points, sorting, spans) is one numpy pass over the whole batch.
+    """
+
+    t: np.ndarray  # float64
+    y: np.ndarray  # float64
+    w: np.ndarray  # float64 weights 1/err**2
+    start: np.ndarray  # (n,) first point of each curve
+    counts: np.ndarray  # (n,) usable points of each curve
+    baseline: np.ndarray  # (n,) days from first to last usable point (0 if fewer than 2)
+
+    @classmethod
+    def gather(cls, times, mags, errs) -> _Points:
+        sizes = np.fromiter((np.size(t) for t in times), dtype=np.int64, count=len(times))
+        for i, (t, y) in enumerate(zip(times, mags)):
+            if np.ndim(t) != 1 or np.shape(y) != np.shape(t) or (errs is not None and np.shape(errs[i]) != np.shape(t)):
+                shapes = (np.shape(t), np.shape(y), None if errs is None else np.shape(errs[i]))
+                raise ValueError(f"light curve {i}: time, magnitude and error arrays must be 1-d and of one length, got {shapes}")
+        if not len(times):
+            empty = np.zeros(0)
+            return cls(empty, empty, empty, np.zeros(0, np.int64), np.zeros(0, np.int64), empty)
+        t = np.concatenate([np.asarray(a, dtype=np.float64) for a in times])
+        y = np.concatenate([np.asarray(a, dtype=np.float64) for a in mags])
+        if errs is None:
+            w = np.ones_like(t)
+        else:
+            dy = np.concatenate([np.asarray(a, dtype=np.float64) for a in errs])
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                w = 1.0 / (dy * dy)
+        owner = np.repeat(np.arange(len(times)), sizes)
+        keep = np.isfinite(t) & np.isfinite(y) & np.isfinite(w) & (w > 0)
+        if not keep.all():
+            t, y, w, owner = t[keep], y[keep], w[keep], owner[keep]
+        if t.size > 1 and np.any((np.diff(t) < 0) & (owner[1:] == owner[:-1])):
+            order = np.lexsort((t, owner))
+            t, y, w = t[order], y[order], w[order]
+        counts = np.bincount(owner, minlength=len(times)).astype(np.int64)
+        start = np.cumsum(counts) - counts
+        last = np.maximum(start + counts - 1, 0)
+        baseline = np.where(counts > 1, t[last] - t[np.minimum(start, t.size - 1)], 0.0) if t.size else np.zeros(len(times))
+        return cls(t, y, w, start, counts, baseline)
 
 
-def _buckets(grids: dict[int, FrequencyGrid]) -> list[tuple[int, list[int]]]:
-    """Light curves grouped by FFT length (a power of two), short curves first in each."""
-    groups: dict[int, list[int]] = {}
-    for i, grid in grids.items():
-        groups.setdefault(grid.fft_length, []).append(i)
-    return sorted(groups.items())
+def fft_lengths_for(k_last: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`fft_length_for`."""
+    need = FFT_OVERSAMPLING * (np.asarray(k_last, dtype=np.int64) + 1)
+    base = np.left_shift(1, np.maximum(3, np.floor(np.log2(np.maximum(need - 1, 1))).astype(np.int64)))
+    length = 2 * base
+    for quarters in (7, 6, 5, 4):
+        candidate = base * quarters // 4
+        length = np.where(candidate >= need, candidate, length)
+    return length
 
 
 def fft_length_for(k_last: int) -> int:
@@ -243,42 +276,32 @@ def fft_length_for(k_last: int) -> int:
     speed; powers of two alone would waste up to half the cells (1.4x on average). The
     short ladder keeps light curves of similar baselines in one batched FFT.
     """
-    need = FFT_OVERSAMPLING * (k_last + 1)
-    base = 1 << max(3, (need - 1).bit_length() - 1)  # largest power of two below need (>= 8)
-    for quarters in (4, 5, 6, 7, 8):
-        if base * quarters // 4 >= need:
-            return base * quarters // 4
-    raise AssertionError("unreachable: 8/4 of base is 2 * base >= need")
+    return int(fft_lengths_for(np.array([k_last]))[0])
 
 
 def _peaks_of_chunk(
-    curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    grids: list[FrequencyGrid],
+    points: _Points,
+    curves: np.ndarray,
+    df: np.ndarray,
+    k_first: np.ndarray,
+    k_last: np.ndarray,
     fft_length: int,
     dev: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Periodogram maxima of light curves that share one FFT length."""
-    width = max(len(c[0]) for c in curves)
-    t = np.zeros((len(curves), width))
-    y = np.zeros((len(curves), width))
-    w = np.zeros((len(curves), width))
-    for row, (ti, yi, wi) in enumerate(curves):
-        t[row, : len(ti)] = ti - ti[0]
-        y[row, : len(ti)] = yi
-        w[row, : len(ti)] = wi
-    df = np.array([g.df for g in grids])
-    k_first = np.array([g.k_first for g in grids])
-    k_last = np.array([g.k_last for g in grids])
-    frequency_index, power = periodogram_maxima(
-        torch.from_numpy(t).to(dev, non_blocking=True),
-        torch.from_numpy(y).to(dev, non_blocking=True),
-        torch.from_numpy(w).to(dev, non_blocking=True),
-        torch.from_numpy(df).to(dev),
-        torch.from_numpy(k_first).to(dev),
-        torch.from_numpy(k_last).to(dev),
+    """Best frequency index and power of ``curves`` (all sharing one FFT length), padded into one batch."""
+    start, counts = points.start[curves], points.counts[curves]
+    column = np.arange(int(counts.max()))
+    real = column[None, :] < counts[:, None]
+    source = np.where(real, start[:, None] + column[None, :], 0)
+    t = np.where(real, points.t[source] - points.t[start][:, None], 0.0)
+    y = np.where(real, points.y[source], 0.0)
+    w = np.where(real, points.w[source], 0.0)
+    index, power = periodogram_maxima(
+        *(torch.from_numpy(a).to(dev, non_blocking=True) for a in (t, y, w, df, k_first, k_last)),
         fft_length,
+        k_range=(int(k_first.min()), int(k_last.max())),
     )
-    return frequency_index.cpu().numpy() * df, power.cpu().numpy().astype(np.float64)
+    return index.cpu().numpy(), power.cpu().numpy().astype(np.float64)
 
 
 def periodogram_maxima(
@@ -289,12 +312,15 @@ def periodogram_maxima(
     k_first: torch.Tensor,
     k_last: torch.Tensor,
     fft_length: int,
+    k_range: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index ``k`` of the best frequency ``k * df`` and its power, for a padded batch.
 
     ``t`` (B, N) float64 days since each curve's first point; ``y`` (B, N) magnitudes;
     ``w`` (B, N) weights, zero on padding. Trial indices run from ``k_first`` to
-    ``k_last`` per row; all must be below ``fft_length / FFT_OVERSAMPLING``.
+    ``k_last`` per row; all must be below ``fft_length / FFT_OVERSAMPLING``. ``k_range``
+    (smallest ``k_first``, largest ``k_last``), when the caller knows it, spares a
+    device-to-host synchronisation.
     """
     w = w / w.sum(dim=1, keepdim=True)
     y = y - (w * y).sum(dim=1, keepdim=True)
@@ -304,19 +330,25 @@ def periodogram_maxima(
     position = t * (fft_length * df)[:, None]  # float64: FFT cells reach 2**24
     spectrum_y = torch.fft.rfft(_spread(position, (w * y).float(), fft_length), dim=-1)
     spectrum_1 = torch.fft.rfft(_spread(2.0 * position, w.float(), 2 * fft_length), dim=-1)
-    best, best_power = _best_frequency_index(spectrum_y, spectrum_1, k_first, k_last, fft_length)
+    lo, hi = k_range or (int(k_first.min()), int(k_last.max()))
+    best, best_power = _best_frequency_index(spectrum_y, spectrum_1, k_first, k_last, fft_length, lo, hi)
     return best.double(), best_power / yy.float().clamp_min(1e-30)
 
 
 def _best_frequency_index(
-    spectrum_y: torch.Tensor, spectrum_1: torch.Tensor, k_first: torch.Tensor, k_last: torch.Tensor, fft_length: int
+    spectrum_y: torch.Tensor,
+    spectrum_1: torch.Tensor,
+    k_first: torch.Tensor,
+    k_last: torch.Tensor,
+    fft_length: int,
+    lo: int,
+    hi: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Argmax of the power over each row's ``k_first..k_last``, in blocks of frequencies.
 
     On a CPU the dozen elementwise passes of the power formula run from cache when a block
     is small; a GPU takes the whole range in one block (fewer launches).
     """
-    lo, hi = int(k_first.min()), int(k_last.max())
     block = hi - lo + 1 if spectrum_y.is_cuda else CPU_POWER_BLOCK
     best = torch.full_like(k_first, lo)
     best_power = torch.full((spectrum_y.shape[0],), -1.0, device=spectrum_y.device)

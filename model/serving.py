@@ -16,12 +16,13 @@ scheduled:
 * host arrays go through pinned staging buffers with non-blocking copies (two buffers in
   turn, so the next batch is staged while the device works on the last);
 * on CUDA the network runs under ``torch.autocast`` (float16 by default: cuDNN's RNN
-  kernels take it, and the reference loop measured ~3.7x over float32 on an H100); the
-  GMM energy, a log-sum-exp of Mahalanobis distances, always runs in float32;
+  kernels take it; about 2x float32 on an H100, docs/BENCHMARKS.md "infer"); the GMM
+  energy, a log-sum-exp of Mahalanobis distances, always runs in float32;
 * everything runs under ``torch.inference_mode`` and results come back to the host once.
 
-CUDA graphs and ``torch.compile`` were left out: the time is in cuDNN's RNN kernels,
-which neither changes (docs/BENCHMARKS.md, "infer").
+CUDA graphs and ``torch.compile`` were left out: on an H100 the device part of a served
+batch is under a tenth of its time; preprocessing, period estimation and the per-object
+combination on the host are the rest (docs/BENCHMARKS.md, "infer").
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class Scorer:
         self.thresholds = dict(bundle.thresholds)
         self.max_batch = max_batch
         self.autocast_dtype = torch.float16 if mixed_precision and self.device.type == "cuda" else None
-        self.workers = workers or min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.workers = workers or min(16, cores)
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="prepare") if self.workers > 1 else None
         self._staging: list[_Staging] = []
 
@@ -135,12 +137,17 @@ class Scorer:
         if missing.size:
             known[missing] = self.estimate_periods([lcs[i] for i in missing])
         cfg = self.preprocess
-        bounds = [(start, min(start + PREPARE_SLICE, len(lcs))) for start in range(0, len(lcs), PREPARE_SLICE)]
-        if self._pool is None or len(bounds) <= 1:
-            parts = [prepare_batch(lcs[a:b], cfg, known[a:b], pad_to=cfg.n_max) for a, b in bounds]
+        starts = list(range(0, len(lcs), PREPARE_SLICE))
+
+        def prepare_slice(start: int) -> PreparedBatch:
+            part = slice(start, start + PREPARE_SLICE)
+            return prepare_batch(lcs[part], cfg, known[part], pad_to=cfg.n_max)
+
+        if self._pool is None or len(starts) <= 1:
+            parts = [prepare_slice(start) for start in starts]
         else:
-            parts = list(self._pool.map(lambda ab: prepare_batch(lcs[ab[0] : ab[1]], cfg, known[ab[0] : ab[1]], pad_to=cfg.n_max), bounds))
-        return _concatenate(parts, [a for a, _ in bounds], len(lcs), cfg.n_max)
+            parts = list(self._pool.map(prepare_slice, starts))
+        return _concatenate(parts, starts, len(lcs), cfg.n_max)
 
     @torch.inference_mode()
     def score_prepared(self, batch: PreparedBatch) -> ChunkResults:
@@ -166,17 +173,16 @@ class Scorer:
 
     def _stage(self, number: int, batch: PreparedBatch, rows: np.ndarray, width: int):
         """Device tensors for ``rows`` truncated to ``width`` steps (pinned, non-blocking on CUDA)."""
-        host = (
-            np.ascontiguousarray(batch.inputs[rows, :width]),
-            batch.lengths[rows],
-            batch.supports[rows],
-            rows.astype(np.int64),
-        )
         if self.device.type != "cuda":
-            return tuple(torch.from_numpy(a) for a in host)
+            return (
+                torch.from_numpy(np.ascontiguousarray(batch.inputs[rows, :width])),
+                torch.from_numpy(batch.lengths[rows]),
+                torch.from_numpy(batch.supports[rows]),
+                torch.from_numpy(rows.astype(np.int64)),
+            )
         while len(self._staging) < 2:
             self._staging.append(_Staging(self.max_batch, self.preprocess.n_max))
-        return self._staging[number % 2].upload(host, self.device)
+        return self._staging[number % 2].upload(batch, rows, width, self.device)
 
 
 class _Staging:
@@ -189,21 +195,18 @@ class _Staging:
         self.index = torch.empty(rows, dtype=torch.int64).pin_memory()
         self.copied: torch.cuda.Event | None = None
 
-    def upload(self, host: tuple[np.ndarray, ...], device: torch.device):
+    def upload(self, batch: PreparedBatch, rows: np.ndarray, width: int, device: torch.device):
+        """Gather ``rows`` straight into the pinned buffers (one host copy), then copy them over."""
         if self.copied is not None:
             self.copied.synchronize()
-        inputs, lengths, supports, index = host
-        n, width = inputs.shape[0], inputs.shape[1]
-        staged_inputs = self.inputs.view(-1)[: n * width * 2].view(n, width, 2)
-        staged_inputs.numpy()[...] = inputs
-        self.lengths[:n].numpy()[...] = lengths
-        self.supports[:n].numpy()[...] = supports
-        self.index[:n].numpy()[...] = index
-        moved = (
-            staged_inputs.to(device, non_blocking=True),
-            self.lengths[:n].to(device, non_blocking=True),
-            self.supports[:n].to(device, non_blocking=True),
-            self.index[:n].to(device, non_blocking=True),
+        n = rows.size
+        inputs = self.inputs.view(-1)[: n * width * 2].view(n, width, 2)
+        np.take(batch.inputs[:, :width], rows, axis=0, out=inputs.numpy())
+        np.take(batch.lengths, rows, out=self.lengths[:n].numpy())
+        np.take(batch.supports, rows, axis=0, out=self.supports[:n].numpy())
+        self.index[:n].numpy()[...] = rows
+        moved = tuple(
+            buffer.to(device, non_blocking=True) for buffer in (inputs, self.lengths[:n], self.supports[:n], self.index[:n])
         )
         self.copied = torch.cuda.Event()
         self.copied.record()

@@ -60,7 +60,7 @@ def to_alert(record: dict[str, Any], version: str) -> Alert:
     if not isinstance(source, dict):
         raise DecodeError("missing_field", "Rubin alert without diaSource")
     for name in ("diaSourceId", "midpointMjdTai", "band"):
-        if source.get(name) is None:
+        if source.get(name) is None or source.get(name) == "":  # an empty band names no filter
             raise DecodeError("missing_field", f"Rubin diaSource without {name}")
     flux, _ = _flux(source)
     if not math.isfinite(flux) or not math.isfinite(_finite(source["midpointMjdTai"])):

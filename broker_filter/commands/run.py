@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     rekeyer = None
     inputs = config.kafka.input_topics
     if config.rekey.enabled:
-        rekeyer = Rekeyer(config, metrics)
+        rekeyer = Rekeyer(config)
         rekeyer.start()
         inputs = (config.rekey.topic,)
     daemon = Daemon(config, pipeline, metrics, input_topics=inputs, upstream=rekeyer)

@@ -1,10 +1,9 @@
 """Reliability proofs of the daemon against a real Kafka broker (issue 6).
 
-The same code runs twice: the CI suite (``tests/reliability``) calls it with small counts,
-and ``python -m broker_filter.reliability`` with the full ones (20+ kill -9 crashes over
-10,000+ alerts, broker restarts, 100,000 fuzz cases, minutes of overload), printing the
-table that ``docs/RELIABILITY.md`` records. One code path, so the long run proves what the
-CI cases check, only more often.
+The same code serves the CI suite (``tests/reliability``, small counts) and the long runs
+(``python -m broker_filter.reliability fuzz --cases 100000``; the Kafka scenarios take their
+counts as arguments). One code path, so a long run proves what the CI cases check, only
+more often. ``docs/RELIABILITY.md`` records what was measured.
 
 Modules, one job each:
 

@@ -143,7 +143,7 @@ def bad_inputs(seeds: SeedAlerts, *, max_points_per_object: int, seed: int = 0) 
         record["candidate"]["jd"] += k
     classified(
         "out-of-order alerts (newest first)",
-        "each record counts the points observed up to its alert (n_points 1..5 by time)",
+        "each record counts the points held that were observed up to its alert: newest first, 1 each",
         _as_of_counts(),
         *(b.payload(r) for r in reversed(records)),
     )
@@ -202,9 +202,13 @@ def _duplicates(expected: int) -> Check:
 
 
 def _as_of_counts() -> Check:
+    """Records are as-of views: an alert counts the held points observed up to its own time.
+    Sent newest first, no earlier point has arrived when each alert is processed."""
+
     def check(records: list[dict[str, Any]]) -> None:
-        by_time = sorted(records, key=lambda r: r["alert_time_mjd"])
-        assert [r["n_points"] for r in by_time] == list(range(1, len(records) + 1)), [r["n_points"] for r in by_time]
+        assert [r["n_points"] for r in records] == [1] * len(records), [r["n_points"] for r in records]
+        times = [r["alert_time_mjd"] for r in records]
+        assert times == sorted(times, reverse=True), "records must follow the input order"
 
     return check
 

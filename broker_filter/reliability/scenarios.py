@@ -227,13 +227,13 @@ def crash_run(deployment: Deployment, stream: Stream, reference: Reference, work
 def _kill_moment(rng: random.Random, watcher: OutputWatcher, daemon: DaemonProcess, total: int) -> float:
     """Sleep until a random moment of this incarnation; returns its age in seconds.
 
-    Four times in five: once it has committed something new, plus up to 1.5 s (inside or
-    between transactions); otherwise at any time in its first 8 s (start-up, group join,
+    Four times in five: once it has committed something new, plus up to 0.5 s (inside or
+    between transactions); otherwise at any time in its first 4 s (start-up, group join,
     ``init_transactions`` fencing the previous incarnation).
     """
     born = time.monotonic()
     if rng.random() < 0.2:
-        time.sleep(rng.uniform(0.0, 8.0))
+        time.sleep(rng.uniform(0.0, 4.0))
     else:
         before = watcher.accounted()
         deadline = born + 300.0
@@ -241,7 +241,7 @@ def _kill_moment(rng: random.Random, watcher: OutputWatcher, daemon: DaemonProce
             if not daemon.alive():
                 raise RuntimeError(f"the daemon exited on its own (status {daemon.process.returncode}):\n{daemon.log_tail()}")
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 0.5))
     if not daemon.alive():
         raise RuntimeError(f"the daemon exited on its own (status {daemon.process.returncode}):\n{daemon.log_tail()}")
     return time.monotonic() - born

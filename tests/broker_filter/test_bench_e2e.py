@@ -58,7 +58,8 @@ def test_state_section_rows() -> None:
 
 
 def test_replay_section_on_real_alerts() -> None:
-    args = argparse.Namespace(replay_alerts=15, model=None, device="cpu", max_batch=16, profile=None)
+    args = argparse.Namespace(replay_alerts=15, model=None, device="cpu", max_batch=16, batch_sizes=None, profile=None)
     rows, extra = e2e._replay_section(ZTF_SAMPLES, args)
     assert len(rows) == 4 and rows[0][3] == 1.0 and all(row[2] > 0 for row in rows)
-    assert extra["alerts"] == 15 and set(extra["ms_per_alert"]) == {"decode", "merge + decision", "inference + records"}
+    assert extra["alerts"] == 15 and set(extra["ms_per_alert"]) == {"decode", "merge + decision", "inference + records, max_batch 16"}
+

@@ -120,7 +120,7 @@ def test_two_daemons_in_one_group_share_objects_through_rekeying(
             state={"path": state},
         )
         metrics = Metrics()
-        rekeyer = Rekeyer(config, metrics)
+        rekeyer = Rekeyer(config)
         rekeyers.append(rekeyer)
         pipeline = pipeline_from_config(config, metrics, inferencer)
         daemons.append(Daemon(config, pipeline, metrics, input_topics=(rekeyed,), upstream=rekeyer))

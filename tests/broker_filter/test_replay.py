@@ -82,3 +82,20 @@ def test_command_reports_a_missing_source_in_one_line(tmp_path):
         timeout=300,
     )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_throttling_scores_each_object_at_most_once_per_interval(tmp_path, labelled_stream, inferencer):
+    interval_s = 5 * 86400.0
+    pipeline = pipeline_from_config(make_config(scoring={"min_interval_s": interval_s}), Metrics(), inferencer)
+    summary = replay([labelled_stream.path], tmp_path, pipeline, max_batch=256, progress=False)
+    records = read_jsonl(tmp_path / "classifications.jsonl")
+    assert len(records) == len(labelled_stream.payloads) and summary.throttled > 0 and summary.scorings > 0
+    last_scored: dict[str, float] = {}
+    for record in sorted(records, key=lambda r: r["alert_time_mjd"]):
+        previous = last_scored.get(record["object_id"])
+        if record["status"] == "scored":
+            assert previous is None or (record["alert_time_mjd"] - previous) * 86400.0 >= interval_s
+            last_scored[record["object_id"]] = record["alert_time_mjd"]
+        elif record["status"] == "throttled":
+            assert previous is not None and (record["alert_time_mjd"] - previous) * 86400.0 < interval_s
+            assert record["n_points"] >= MIN_POINTS and record["probabilities"] is None

@@ -33,6 +33,7 @@ def test_upper_limits_forced_and_nan_points_are_not_held():
         Detection(2, 2.0, "g", math.nan, math.nan, upper_limit=True),
         Detection(3, 3.0, "g", 15.1, 0.05, forced=True),
         Detection(4, 4.0, "g", math.nan, 0.05),
+        Detection(5, math.nan, "g", 15.2, 0.05),
     )
     store = LightCurveStore(None)
     assert store.merge(Alert("B", 9, "ztf", "t", 1, dets)).new_points == 1

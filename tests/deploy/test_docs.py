@@ -5,6 +5,7 @@ has its runbook entry."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import tomllib
 from dataclasses import fields
@@ -63,3 +64,16 @@ def test_operations_guide_explains_every_alert_rule() -> None:
         assert heading in guide, f"docs/OPERATIONS.md has no '{heading}' section"
         section = guide.split(heading, 1)[1].split("\n### ", 1)[0]
         assert "What to do" in section, f"{rule['alert']}: no 'What to do'"
+
+
+def test_model_card_quotes_only_measured_figures() -> None:
+    """Every number in the model card is in MODEL.md (measured, with its command) or in the
+    default bundle's own bundle.json; years of citations aside."""
+    card = (REPO / "docs" / "MODEL_CARD.md").read_text()
+    sources = (REPO / "docs" / "MODEL.md").read_text() + (REPO / "model" / "bundles" / "default" / "bundle.json").read_text()
+    bundle = json.loads((REPO / "model" / "bundles" / "default" / "bundle.json").read_text())
+    assert f"bundle_id `{bundle['bundle_id']}`" in card, "the model card describes another bundle"
+    for number in re.findall(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w]|\.\d)", card):
+        if re.fullmatch(r"(19|20)\d\d", number):
+            continue
+        assert number in sources, f"docs/MODEL_CARD.md quotes {number}, found in neither MODEL.md nor bundle.json"

@@ -163,6 +163,10 @@ def test_systemd_analyze_verifies_the_unit_and_its_drop_ins(tmp_path: Path) -> N
         combined.write_text(unit.read_text() + "\n" + drop_in.read_text())
         _verify(combined)
     _verify(unit)
+    # systemd's own exposure score, 0 (locked down) to 100; below 20 it rates the unit "OK".
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(unit)],
+                              capture_output=True, text=True, timeout=60)
+    assert security.returncode == 0, security.stdout[-600:]
 
 
 def _verify(unit: Path) -> None:
@@ -242,3 +246,25 @@ def test_gpu_overlay_requests_a_gpu_and_the_cuda_image() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["image"].endswith("-cuda")
     assert {"name": "BROKER_FILTER_INFERENCE_DEVICE", "value": "cuda"} in container["env"]
+
+
+def test_every_command_line_in_the_deployment_files_parses() -> None:
+    """The daemon and producer invocations in compose, the unit and the StatefulSet are
+    accepted by the real command-line parser (a renamed option breaks this test)."""
+    from broker_filter.cli import build_parser
+
+    services = _compose()["services"]
+    unit_exec = _unit_settings(UNIT.read_text())["ExecStart"][0].split()[1:]
+    statefulset = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "statefulset.yaml").read_text())
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    dockerfile_cmd = next(argument for keyword, argument in _dockerfile_instructions() if keyword == "CMD")
+    command_lines = {
+        "compose broker-filter": services["broker-filter"]["command"],
+        "compose demo-producer": services["demo-producer"]["command"],
+        "systemd ExecStart": unit_exec,
+        "kubernetes args": container["args"],
+        "Dockerfile CMD": yaml.safe_load(dockerfile_cmd),
+    }
+    for where, argv in command_lines.items():
+        args = build_parser().parse_args(argv)
+        assert callable(args.handler), where

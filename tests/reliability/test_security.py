@@ -1,0 +1,89 @@
+"""Security: SCRAM-SHA-512 with secrets from the environment or a file and never echoed; a tampered
+bundle refused with one clear line; the metrics endpoint bound where configured (loopback by default)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from broker_filter.config import config_from_mapping
+from broker_filter.metrics import Metrics
+from broker_filter.reliability.harness import Deployment, write_config
+from model.bundle import DEFAULT_BUNDLE_DIR
+from streams.local_kafka import free_port
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker_filter", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def _scram_config(broker, tmp_path, client: dict[str, str]):
+    from streams.kafka_admin import ensure_topics
+
+    deployment = Deployment.named(broker.sasl_bootstrap, f"scram-{time.monotonic_ns()}", client)
+    ensure_topics(broker.bootstrap, {deployment.input_topic: 1})
+    return write_config(tmp_path / "daemon.toml", deployment, logging={"level": "DEBUG", "format": "json"})
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_scram_sha_512_secret_from_env_or_file_reaches_the_broker_and_is_never_printed(scram_kafka, tmp_path, source):
+    user = scram_kafka.scram
+    client = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user.username}
+    env = {}
+    if source == "env":
+        client["sasl.password.env"] = "RELIABILITY_KAFKA_PASSWORD"
+        env["RELIABILITY_KAFKA_PASSWORD"] = user.password
+    else:
+        secret = tmp_path / "kafka-password"
+        secret.write_text(user.password + "\n")
+        client["sasl.password.file"] = str(secret)
+    result = _cli("check", "--skip-model", "--config", str(_scram_config(scram_kafka, tmp_path, client)), env=env)
+    assert result.returncode == 0, result.stderr
+    assert user.password not in result.stdout + result.stderr
+
+
+@pytest.mark.kafka
+def test_a_wrong_scram_password_stops_start_up_with_one_line_and_no_secret(scram_kafka, tmp_path):
+    user = scram_kafka.scram
+    wrong = "not-" + user.password
+    client = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user.username,
+              "sasl.password.env": "RELIABILITY_KAFKA_PASSWORD"}
+    result = _cli("check", "--skip-model", "--config", str(_scram_config(scram_kafka, tmp_path, client)),
+                  env={"RELIABILITY_KAFKA_PASSWORD": wrong})
+    assert result.returncode != 0
+    assert wrong not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("broker-filter check:")
+
+
+def test_a_bundle_whose_files_do_not_match_its_manifest_is_refused(tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE_DIR, bundle)
+    weights = bundle / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last tensor
+    weights.write_bytes(bytes(data))
+    config = write_config(tmp_path / "daemon.toml", Deployment.named("127.0.0.1:9", "digest"), inference={"bundle": str(bundle)})
+    result = _cli("check", "--config", str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "sha256" in line and "does not match" in line and "Traceback" not in result.stderr
+
+
+def _listening(port: int) -> set[str]:
+    return {c.laddr.ip for c in psutil.Process().net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+@pytest.mark.parametrize("host", [None, "0.0.0.0"])
+def test_the_metrics_endpoint_binds_where_configured_and_loopback_by_default(host):
+    port = free_port()
+    config = config_from_mapping({"metrics": {"port": port, **({"host": host} if host else {})}}, {})
+    Metrics().serve(config.metrics.host, config.metrics.port)
+    assert _listening(port) == {host or "127.0.0.1"}
