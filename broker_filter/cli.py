@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from broker_filter import __version__
+from broker_filter.logging_setup import LoggingSetupError, add_logging_arguments, configure_from_args
 
 COMMANDS = (
     "inspect",
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Variable-star classification and novelty flags for ZTF and Rubin alert streams.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_logging_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"broker_filter.commands.{name}").register(subparsers)
@@ -44,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        configure_from_args(args)
         return int(args.handler(args) or 0)
+    except LoggingSetupError as error:
+        print(f"broker-filter: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
