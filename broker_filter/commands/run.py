@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _hold_stop_signals() -> threading.Event:
+    """Record SIGTERM/SIGINT that arrive during start-up (imports, model load, broker
+    checks take seconds) so that a stop asked for then still ends in a clean exit 0,
+    as service managers expect, instead of the default abrupt death."""
+    requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: requested.set())
+    return requested
+
+
 def run(args: argparse.Namespace) -> int:
+    early_stop = _hold_stop_signals()
     import logging
 
     from broker_filter.config import ConfigError, load_config
@@ -36,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        setup_logging(config.logging)
+        setup_logging(config.logging, args)
         view = reach_brokers(config)
         ensure_output_topics(config, view)
         metrics = Metrics()
@@ -53,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         inputs = (config.rekey.topic,)
     daemon = Daemon(config, pipeline, metrics, input_topics=inputs, upstream=rekeyer)
     daemon.install_signal_handlers()
+    if early_stop.is_set():
+        daemon.stop_requested.set()
     try:
         return daemon.run()
     except DaemonError as error:
