@@ -227,16 +227,18 @@ def crash_run(deployment: Deployment, stream: Stream, reference: Reference, work
 def _kill_moment(rng: random.Random, watcher: OutputWatcher, daemon: DaemonProcess, total: int) -> float:
     """Sleep until a random moment of this incarnation; returns its age in seconds.
 
-    Four times in five: once it has committed something new, plus up to 0.5 s (inside or
-    between transactions); otherwise at any time in its first 4 s (start-up, group join,
-    ``init_transactions`` fencing the previous incarnation).
+    One time in five: at any time in its first 4 s (start-up, group join,
+    ``init_transactions`` fencing the previous incarnation). Otherwise once it has committed
+    something new, plus up to 0.5 s (inside or between transactions), or at a random moment
+    2-10 s after its birth if that comes first: on a fast machine one incarnation may commit
+    all that is left in its first transaction, and a kill after that would test nothing.
     """
     born = time.monotonic()
     if rng.random() < 0.2:
         time.sleep(rng.uniform(0.0, 4.0))
     else:
         before = watcher.accounted()
-        deadline = born + 300.0
+        deadline = born + rng.uniform(2.0, 10.0)
         while watcher.accounted() == before and watcher.accounted() < total and time.monotonic() < deadline:
             if not daemon.alive():
                 raise RuntimeError(f"the daemon exited on its own (status {daemon.process.returncode}):\n{daemon.log_tail()}")
