@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model.data import LightCurve
+from model.lightcurve import LightCurve
 from model.scores import ObjectScore
 
 log = logging.getLogger(__name__)

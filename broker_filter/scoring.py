@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from broker_filter.state import ObjectState
-from model.data import LightCurve
+from model.lightcurve import LightCurve
 
 SECONDS_PER_DAY = 86400.0
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import LightCurve
+from model.lightcurve import LightCurve
 from streams.alert import Alert, Detection
 
 FORMAT_VERSION = "1"

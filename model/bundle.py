@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.classes import ClassMapping
-from model.data import LightCurve
+from model.lightcurve import LightCurve
 from model.features import PreparedBatch, PreprocessConfig, prepare_batch
 from model.gmm import GMMParameters, energy
 from model.network import AutoencoderGMM, NetworkConfig

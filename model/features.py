@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from model.data import LightCurve
+from model.lightcurve import LightCurve
 
 #: Bands the default model reads: ASAS-3/ASAS-SN V, SDSS g r i, ZTF g and r (``R`` in the
 #: project's light-curve table, ``r`` in decoded alerts) and Rubin g r i.

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from model.bundle import ModelBundle, resolve_device
-from model.data import LightCurve
+from model.lightcurve import LightCurve
 from model.features import PreparedBatch, prepare_batch, resolve_periods
 from model.gmm import energy
 from model.scores import ObjectScore, combine_chunks, object_scores
