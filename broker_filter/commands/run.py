@@ -38,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from broker_filter.config import ConfigError, load_config
+
+    # The config is read before the heavy imports (torch, the model, Kafka clients: seconds),
+    # so that a missing or malformed file stops start-up at once, with one line.
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"broker-filter run: {error}", file=sys.stderr)
+        return 2
+
     from broker_filter.daemon import Daemon, DaemonError
     from broker_filter.logging_setup import setup_logging
     from broker_filter.metrics import Metrics
@@ -48,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from model.bundle import BundleError
 
     try:
-        config = load_config(args.config)
         setup_logging(config.logging, args)
         view = reach_brokers(config)
         ensure_output_topics(config, view)
