@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from streams.alert import Alert, DecodeError, Detection
+from streams.columns import rows
 from streams.ztf import _finite
 
 AB_ZEROPOINT_NJY = 31.4
@@ -27,20 +28,36 @@ def flux_to_mag(flux: float, flux_err: float) -> tuple[float, float]:
 
 
 def _flux(source: dict[str, Any]) -> tuple[float, float]:
-    if source.get("scienceFlux") is not None:
-        return _finite(source["scienceFlux"]), _finite(source.get("scienceFluxErr"))
-    return _finite(source.get("psfFlux")), _finite(source.get("psfFluxErr"))
+    return _pick_flux(source.get("scienceFlux"), source.get("scienceFluxErr"), source.get("psfFlux"),
+                      source.get("psfFluxErr"))
 
 
-def _detection(source: dict[str, Any], id_field: str, forced: bool) -> Detection | None:
-    time = _finite(source.get("midpointMjdTai"))
-    band = source.get("band")
-    if source.get(id_field) is None or not math.isfinite(time) or not band:
+def _pick_flux(science: Any, science_err: Any, psf: Any, psf_err: Any) -> tuple[float, float]:
+    if science is not None:
+        return _finite(science), _finite(science_err)
+    return _finite(psf), _finite(psf_err)
+
+
+# The fields :func:`_detection` takes after the id, in order; :func:`streams.columns.rows` yields them.
+SOURCE_FIELDS = ("midpointMjdTai", "band", "scienceFlux", "scienceFluxErr", "psfFlux", "psfFluxErr")
+
+
+def _detection(detection_id: Any, midpoint: Any, band: Any, science: Any, science_err: Any, psf: Any,
+               psf_err: Any, forced: bool) -> Detection | None:
+    """A detection from a source's id and :data:`SOURCE_FIELDS`; None if it cannot be placed."""
+    time = _finite(midpoint)
+    if detection_id is None or not math.isfinite(time) or not band:
         return None
-    flux, flux_err = _flux(source)
+    flux, flux_err = _pick_flux(science, science_err, psf, psf_err)
     mag, err = flux_to_mag(flux, flux_err)
-    return Detection(detection_id=int(source[id_field]), time=time, band=str(band), mag=mag, mag_err=err,
+    return Detection(detection_id=int(detection_id), time=time, band=str(band), mag=mag, mag_err=err,
                      flux=flux, flux_err=flux_err, forced=forced)
+
+
+def _history(items: Any, id_field: str, forced: bool) -> list[Detection]:
+    """prvDiaSources or prvDiaForcedSources (list of dicts or Columns), unplaceable ones dropped."""
+    found = (_detection(*point, forced) for point in rows(items, (id_field, *SOURCE_FIELDS)))
+    return [det for det in found if det is not None]
 
 
 def _object_id(record: dict[str, Any], source: dict[str, Any]) -> str:
@@ -65,17 +82,13 @@ def to_alert(record: dict[str, Any], version: str) -> Alert:
     flux, _ = _flux(source)
     if not math.isfinite(flux) or not math.isfinite(_finite(source["midpointMjdTai"])):
         raise DecodeError("invalid_value", "Rubin diaSource flux or time is NaN")
-    trigger = _detection(source, "diaSourceId", forced=False)
+    trigger = _detection(source.get("diaSourceId"), *(source.get(name) for name in SOURCE_FIELDS), forced=False)
     assert trigger is not None  # the required fields were checked above
     detections = {trigger.detection_id: trigger}
-    for prior in record.get("prvDiaSources") or ():
-        det = _detection(prior, "diaSourceId", forced=False) if isinstance(prior, dict) else None
-        if det is not None:
-            detections.setdefault(det.detection_id, det)
-    for prior in record.get("prvDiaForcedSources") or ():
-        det = _detection(prior, "diaForcedSourceId", forced=True) if isinstance(prior, dict) else None
-        if det is not None:
-            detections.setdefault(det.detection_id, det)
+    for det in _history(record.get("prvDiaSources"), "diaSourceId", forced=False):
+        detections.setdefault(det.detection_id, det)
+    for det in _history(record.get("prvDiaForcedSources"), "diaForcedSourceId", forced=True):
+        detections.setdefault(det.detection_id, det)
     alert_id = record.get("alertId", record.get("diaSourceId"))
     obj = record.get("diaObject") or {}
     return Alert(
