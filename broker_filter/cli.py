@@ -27,6 +27,7 @@ COMMANDS = (
     "check",
     "bench",
     "kafka",
+    "reliability",
 )
 
 

@@ -70,7 +70,7 @@ KAFKA_LOG = logging.getLogger("librdkafka")
 
 POLL_TIMEOUT_S = 0.1
 POLL_MESSAGES = 500
-TXN_TIMEOUT_S = 60.0
+TXN_TIMEOUT_S = 20.0  # each transactional call; a call stuck past it (plus a grace) replaces the producer
 LAG_EVERY_S = 5.0
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's message.max.bytes default
 HEADROOM_BYTES = 16_384  # record overhead, key and headers of a dead letter
@@ -147,6 +147,7 @@ class Daemon:
                 client=self.client,
                 transactional_id=kafka.transactional_id if self.exactly_once else None,
                 timeout=TXN_TIMEOUT_S,
+                interrupted=self.stop_requested.is_set,  # init_transactions waits for brokers still starting
             )
         except (FatalProducerError, KafkaException) as error:
             raise DaemonError(

@@ -82,11 +82,11 @@ class BandSeries:
     def __len__(self) -> int:
         return int(self.ids.size)
 
-    def merged(self, ids: np.ndarray, time: np.ndarray, mag: np.ndarray, mag_err: np.ndarray) -> tuple[BandSeries, int]:
-        """This series plus the detections whose id it does not hold yet; and how many were new."""
+    def merged(self, ids: np.ndarray, time: np.ndarray, mag: np.ndarray, mag_err: np.ndarray) -> tuple[BandSeries, np.ndarray]:
+        """This series plus the detections whose id it does not hold yet; and the ids of those."""
         fresh = _absent(ids, self.ids)
         if not fresh.any():  # the common case for history an alert repeats
-            return self, 0
+            return self, ids[:0]
         ids, first = np.unique(ids[fresh], return_index=True)  # one alert may repeat an id
         idx = np.flatnonzero(fresh)[first]
         all_ids = np.concatenate([self.ids, ids])
@@ -98,7 +98,7 @@ class BandSeries:
             np.concatenate([self.mag, mag[idx]])[order],
             np.concatenate([self.mag_err, mag_err[idx]])[order],
         )
-        return merged, int(ids.size)
+        return merged, ids
 
     def after(self, cutoff: float) -> BandSeries:
         keep = self.time > cutoff
@@ -135,9 +135,24 @@ class ObjectState:
         return bool(np.any((self.scored >= start) & (self.scored < end)))
 
     def record_scoring(self, when: float, keep_after: float) -> None:
-        """Remember a scoring at ``when``; forget those at or before ``keep_after`` (no longer needed)."""
+        """Remember a scoring at ``when``; forget those no alert, even one processed again, can need.
+
+        ``keep_after`` is ``when`` minus the throttling interval. Forgetting everything at or
+        before it would be enough for alerts arriving in time order, but after a crash the
+        daemon processes again alerts older than the newest scoring saved (state flushed,
+        Kafka transaction not committed), and their interval check needs older scorings.
+        Those alerts are not older than the oldest point held (their own detection is held;
+        an older one would see another light curve anyway), so what is kept is every scoring
+        within one interval before that point: bounded, as the points are.
+        """
+        interval = when - keep_after
         scored = np.union1d(self.scored, [when])
-        self.scored = scored[scored > keep_after]
+        self.scored = scored[scored > min(self.oldest_time, when) - interval]
+
+    @property
+    def oldest_time(self) -> float:
+        """MJD of the oldest point held (+inf when none)."""
+        return min((float(s.time[0]) for s in self.bands.values() if len(s)), default=float("inf"))
 
     def trim(self, max_points: int) -> int:
         """Drop the oldest points (across bands) beyond ``max_points``; returns how many were dropped."""
@@ -154,7 +169,7 @@ class ObjectState:
 
 @dataclass(frozen=True)
 class MergeResult:
-    """What one alert changed: its object's state after the merge and the points it added."""
+    """What one alert changed: its object's state after the merge and the points it added (still held after the trim)."""
 
     state: ObjectState
     new_points: int
@@ -183,19 +198,23 @@ class LightCurveStore:
         """Add the alert's usable detections not held yet; evict if the store grows past its bounds."""
         state = self._get_or_create(alert.object_id, alert.survey)
         before = state.n_points
-        added = 0
+        added: dict[str, np.ndarray] = {}
         for band, (ids, time, mag, err) in _usable_by_band(alert.detections).items():
             series, fresh = state.bands.get(band, BandSeries.empty()).merged(ids, time, mag, err)
             state.bands[band] = series
-            added += fresh
+            if fresh.size:
+                added[band] = fresh
+        new_points = 0
         if added:
             state.last_seen = max(state.last_seen, max(s.time[-1] for s in state.bands.values()))
-            state.trim(self.max_points_per_object)
+            if state.trim(self.max_points_per_object):  # the new points may be among those cut
+                added = {band: fresh[np.isin(fresh, state.bands[band].ids)] for band, fresh in added.items() if band in state.bands}
+            new_points = sum(int(fresh.size) for fresh in added.values())
             self._dirty.add(state.object_id)
         self._points += state.n_points - before
         self._objects.move_to_end(state.object_id)
         self._evict_beyond_bound()
-        return MergeResult(state, added)
+        return MergeResult(state, new_points)
 
     def mark_scored(self, state: ObjectState, when: float, keep_after: float) -> None:
         state.record_scoring(when, keep_after)

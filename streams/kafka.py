@@ -54,6 +54,44 @@ TopicPartitionKey = tuple[str, int]
 # (measured by `broker-filter bench kafka`).
 SOURCE_DEFAULTS = {"fetch.queue.backoff.ms": 10}
 RebalanceHook = Callable[[list[TopicPartitionKey]], None]
+MIN_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 5.0
+STUCK_GRACE_S = 10.0  # beyond its own timeout, before a transactional call counts as stuck
+
+
+class _StuckCall(RuntimeError):
+    """A librdkafka call did not return in time (its thread is left blocked)."""
+
+
+def _call_within(call: Callable[..., Any], args: Sequence[Any], seconds: float) -> None:
+    """``call(*args)`` in a daemon thread; its exception re-raised here, :class:`_StuckCall` after ``seconds``."""
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call(*args)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=target, name="kafka-txn", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _StuckCall(f"{getattr(call, '__name__', 'call')} did not return within {seconds:.0f} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _retriable_codes() -> frozenset[int]:
+    """Coordinator moves and loads: retriable by nature, whatever flag librdkafka set on them."""
+    from confluent_kafka import KafkaError
+
+    return frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+                      KafkaError._ALL_BROKERS_DOWN, KafkaError.CONCURRENT_TRANSACTIONS})
 
 
 class KafkaSourceError(RuntimeError):
@@ -72,6 +110,10 @@ class DeliveryError(RuntimeError):
 
 class TransactionAbortedError(RuntimeError):
     """The transaction was aborted (by us or the broker): re-read the batch from the last commit."""
+
+
+class _ProducerReplaced(TransactionAbortedError):
+    """The producer was stuck and replaced: its transaction is aborted, the new one has none open."""
 
 
 class FatalProducerError(RuntimeError):
@@ -149,6 +191,7 @@ class KafkaSource:
         config = client_config(
             bootstrap,
             {**SOURCE_DEFAULTS, **(client or {})},
+            role="consumer",
             **{
                 "group.id": group_id,
                 "enable.auto.commit": False,
@@ -344,21 +387,31 @@ class KafkaSink:
         idempotent: bool = True,
         linger_ms: float = 5.0,
         timeout: float = 30.0,
+        interrupted: Callable[[], bool] | None = None,
     ) -> None:
-        from confluent_kafka import Producer
-
+        """``interrupted``: polled between the retries of ``init_transactions``, which otherwise
+        go on until the brokers answer (a daemon started before its brokers waits for them)."""
         self.transactional_id = transactional_id
         self.timeout = timeout
         self.counts = DeliveryCounts()
         self._failed_before_txn = 0
+        self._interrupted = interrupted or (lambda: False)
+        self._abandoned: list[Any] = []  # producers stuck inside librdkafka, kept alive (see _replace_producer)
         ours: dict[str, Any] = {"enable.idempotence": idempotent or bool(transactional_id), "linger.ms": linger_ms}
         if transactional_id:
             ours["transactional.id"] = transactional_id
-        config = client_config(bootstrap, client, **ours)
-        log.info("kafka sink config: %s", redact(config))
-        self._producer = Producer(config)
-        if transactional_id:
-            self._transact(self._producer.init_transactions, timeout)
+        self._config = client_config(bootstrap, client, role="producer", **ours)
+        log.info("kafka sink config: %s", redact(self._config))
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        producer = Producer(self._config)
+        if self.transactional_id:
+            self._producer = producer
+            self._transact(producer.init_transactions, self.timeout, patient=True)
+        return producer
 
     # -- producing -----------------------------------------------------------------------
 
@@ -426,27 +479,58 @@ class KafkaSink:
         self._transact(self._producer.commit_transaction, self.timeout)
 
     def abort(self) -> None:
-        self._transact(self._producer.abort_transaction, self.timeout)
+        """Abort the open transaction (a producer replaced because it was stuck has none left open)."""
+        try:
+            self._transact(self._producer.abort_transaction, self.timeout)
+        except _ProducerReplaced:
+            pass
 
-    def _transact(self, call: Callable[..., Any], *args: Any) -> None:
-        """Run a transactional call, retrying retriable errors, mapping the others to our types."""
+    def _transact(self, call: Callable[..., Any], *args: Any, patient: bool = False) -> None:
+        """Run a transactional call, retrying retriable errors, mapping the others to our types.
+
+        Retries back off exponentially up to ``MAX_BACKOFF_S``; they stop after ``timeout``
+        seconds, or never (``patient``, for ``init_transactions``: the brokers may still be
+        starting or electing a coordinator) unless ``interrupted``. A call that does not
+        return within ``timeout`` plus a grace period is stuck inside librdkafka: the producer
+        is replaced and the transaction reported aborted (see :meth:`_replace_producer`).
+        """
         from confluent_kafka import KafkaException
 
         deadline = time.monotonic() + self.timeout
+        backoff = MIN_BACKOFF_S
         while True:
             try:
-                call(*args)
+                _call_within(call, args, self.timeout + STUCK_GRACE_S)
                 return
+            except _StuckCall as stuck:
+                self._replace_producer(stuck)
+                raise _ProducerReplaced(f"aborted: {stuck}; the producer was replaced") from None
             except KafkaException as exc:
                 error = exc.args[0]
                 if error.fatal():
                     raise FatalProducerError(f"transactional producer {self.transactional_id!r}: {error.str()}") from exc
                 if error.txn_requires_abort():
-                    self._producer.abort_transaction(self.timeout)
+                    self.abort()
                     raise TransactionAbortedError(f"aborted: {error.str()}") from exc
-                if not error.retriable() or time.monotonic() > deadline:
+                retriable = error.retriable() or error.code() in _retriable_codes()
+                if not retriable or (not patient and time.monotonic() > deadline) or self._interrupted():
                     raise
-                time.sleep(0.1)
+                log.warning("kafka sink: %s (retrying in %.1f s)", error.str(), backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _replace_producer(self, stuck: Exception) -> None:
+        """Give up on a producer whose transactional call never returns; start a new one.
+
+        librdkafka 2.x can block in ``send_offsets_to_transaction`` past its timeout once the
+        group coordinator went away and came back (librdkafka issues 5456 and 5511; seen
+        here after a broker restart). The new producer's ``init_transactions`` fences the old
+        one and aborts its open transaction on the broker, so nothing it sent becomes
+        visible. The old one cannot be destroyed while a thread is blocked in it: it is kept.
+        """
+        log.warning("kafka sink: %s; replacing the producer (its transaction is aborted)", stuck)
+        self._abandoned.append(self._producer)
+        self._producer = self._new_producer()
 
     def close(self) -> None:
         """Deliver what is queued (raising on failures); an open transaction is aborted by the broker later."""

@@ -8,6 +8,10 @@ property may instead be given indirectly:
 - ``<property>.file = "/run/secrets/kafka"``: the file's content (trailing newline removed);
 - ``<property>.env = "KAFKA_PASSWORD"``: the named environment variable.
 
+One ``[kafka] client`` table serves both of the daemon's clients, but librdkafka warns
+(``CONFWARN``) about, and ignores, a consumer property given to a producer and vice versa:
+``client_config(..., role=...)`` keeps only the properties of that role.
+
 ``redact`` masks secrets in any (nested) config mapping before it is logged.
 """
 
@@ -16,13 +20,35 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 FILE_SUFFIX = ".file"
 ENV_SUFFIX = ".env"
 REDACTED = "***"
 # Substrings of property names whose values are secrets (librdkafka and our own names).
 SECRET_MARKERS = ("password", "secret", "jaas", "token", "credential", "ssl.key.pem", "oauthbearer.config", "api.key")
+
+
+# The properties librdkafka marks "C" (consumer only) and "P" (producer only) in its
+# CONFIGURATION.md (librdkafka 2.x); every other property applies to both roles.
+CONSUMER_ONLY = frozenset({
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
+    "group.protocol.type", "group.protocol", "group.remote.assignor", "coordinator.query.interval.ms",
+    "max.poll.interval.ms", "enable.auto.commit", "auto.commit.interval.ms", "enable.auto.offset.store",
+    "queued.min.messages", "queued.max.messages.kbytes", "fetch.wait.max.ms", "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes", "max.partition.fetch.bytes", "fetch.max.bytes", "fetch.min.bytes",
+    "fetch.error.backoff.ms", "offset.store.method", "isolation.level", "consume_cb", "rebalance_cb",
+    "offset_commit_cb", "enable.partition.eof", "check.crcs", "auto.offset.reset", "consume.callback.max.messages",
+})
+PRODUCER_ONLY = frozenset({
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence", "enable.gapless.guarantee",
+    "queue.buffering.max.messages", "queue.buffering.max.kbytes", "queue.buffering.max.ms", "linger.ms",
+    "message.send.max.retries", "retries", "queue.buffering.backpressure.threshold", "compression.codec",
+    "compression.type", "compression.level", "batch.num.messages", "batch.size", "delivery.report.only.error",
+    "dr_cb", "dr_msg_cb", "sticky.partitioning.linger.ms", "request.required.acks", "acks", "request.timeout.ms",
+    "message.timeout.ms", "delivery.timeout.ms", "partitioner", "queuing.strategy", "produce.offset.report",
+})
+ROLE_EXCLUDES = {"consumer": PRODUCER_ONLY, "producer": CONSUMER_ONLY}
 
 
 class KafkaConfigError(ValueError):
@@ -58,16 +84,24 @@ def _read_secret_env(key: str, name: Any) -> str:
     return value
 
 
-def client_config(bootstrap: str, client: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+def client_config(bootstrap: str, client: Mapping[str, Any] | None = None, *,
+                  role: Literal["consumer", "producer"] | None = None, **overrides: Any) -> dict[str, Any]:
     """The dict handed to a confluent-kafka client: bootstrap, user properties, then ours.
 
     ``overrides`` are the properties a component needs for its semantics (e.g. the source's
     ``enable.auto.commit=False``); they win over the user's, which could otherwise break them.
+    With ``role``, the user's properties of the other role are left out (see the module docstring).
     """
     config: dict[str, Any] = {"bootstrap.servers": bootstrap}
-    config.update(resolve_secrets(client or {}))
+    config.update(for_role(resolve_secrets(client or {}), role))
     config.update(overrides)
     return config
+
+
+def for_role(properties: Mapping[str, Any], role: Literal["consumer", "producer"] | None) -> dict[str, Any]:
+    """``properties`` without those librdkafka would ignore (with a warning) in a ``role`` client."""
+    excluded = ROLE_EXCLUDES[role] if role else frozenset()
+    return {key: value for key, value in properties.items() if key not in excluded}
 
 
 def is_secret(key: str) -> bool:

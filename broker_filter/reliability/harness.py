@@ -116,8 +116,10 @@ class DaemonProcess:
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     def start(self) -> DaemonProcess:
+        self._log_start = self.log_path.stat().st_size if self.log_path.is_file() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "broker_filter", "run", "--config", str(self.config_path)],
@@ -154,6 +156,14 @@ class DaemonProcess:
                 self.kill()
                 raise AssertionError(f"the daemon did not stop within {timeout:.0f} s of SIGTERM; log: {self.log_path}") from None
         return self.process.returncode
+
+    def logged(self, text: str) -> bool:
+        """Whether this incarnation (not an earlier one sharing the log file) has logged ``text``."""
+        if not self.log_path.is_file():
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return text.encode() in log.read()
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.is_file():
@@ -197,7 +207,7 @@ class OutputWatcher:
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
-                "log_level": 3,
+                "log_level": 0,
             }
         )
         self._consumer.subscribe(deployment.output_topics)
@@ -308,7 +318,7 @@ def produce(bootstrap: str, topic: str, payloads: Iterable[bytes], keys: Iterabl
     """Send every payload (at ``rate`` messages/s when given); returns each one's (partition, offset)."""
     from confluent_kafka import Producer
 
-    producer = Producer({**(client or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
+    producer = Producer({**(client or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, "log_level": 0,
                          "message.max.bytes": message_max_bytes})
     positions: dict[int, tuple[int, int]] = {}
 

@@ -90,3 +90,53 @@ def test_stored_objects_bounded_on_disk(tmp_path):
     store.close()
     reopened = LightCurveStore(path, max_objects=2)
     assert reopened.get("A") is None and reopened.get("C") is not None
+
+
+def test_new_points_counts_only_points_still_held_after_the_trim():
+    """Points merged and cut by the bound in the same merge are not new: the state did not gain them."""
+    store = LightCurveStore(None, max_points_per_object=5)
+    store.merge(_alert("A", 1, [(i, 100.0 + i, "g") for i in range(5)]))  # t = 100..104, at the bound
+    old_history = store.merge(_alert("A", 2, [(50, 90.0, "g"), (51, 91.0, "g"), (52, 105.0, "g")]))
+    # 90 and 91 are older than everything held: merged, then trimmed at once; only 105 stays
+    assert old_history.new_points == 1
+    assert sorted(old_history.state.bands["g"].time) == [101.0, 102.0, 103.0, 104.0, 105.0]
+
+
+def _throttle_decisions(store: LightCurveStore, policy, alerts: list[Alert]) -> list[str]:
+    """What the pipeline does per alert: merge, decide, and remember a scoring (``Pipeline.accept``)."""
+    verdicts = []
+    for alert in alerts:
+        state = store.merge(alert).state
+        decision = policy.decide(state, alert.time)
+        if decision.verdict == "score":
+            store.mark_scored(state, alert.time, policy.forget_before(alert.time))
+        verdicts.append(decision.verdict)
+    return verdicts
+
+
+def test_throttling_after_a_crash_replay_decides_as_an_uninterrupted_run(tmp_path):
+    """A crash after the state was saved re-processes alerts older than the newest scoring.
+
+    With ``min_interval_s`` = 5 days and one alert a day, an object is scored every 5 days.
+    The crashed run saved the state after day 20 but committed only up to day 11; the alerts
+    of days 12..20 are read again and must get the uninterrupted run's verdicts, and leave
+    the uninterrupted run's state.
+    """
+    from broker_filter.scoring import ScoringPolicy
+
+    policy = ScoringPolicy(min_points=3, min_interval_s=5 * 86400.0, bands=("g",), n_min=3)
+    alerts = [_alert("A", day, [(k, 100.0 + k, "g") for k in range(day + 1)]) for day in range(2, 21)]
+    uninterrupted = LightCurveStore(tmp_path / "reference.sqlite")
+    expected = _throttle_decisions(uninterrupted, policy, alerts)
+    assert expected.count("score") >= 3 and "throttled" in expected
+    uninterrupted.close()
+
+    path = tmp_path / "crashed.sqlite"
+    crashed = LightCurveStore(path)
+    _throttle_decisions(crashed, policy, alerts)  # everything merged and saved ...
+    crashed.close()  # ... but the Kafka transaction of days 12..20 never committed
+    replayed = LightCurveStore(path)
+    committed = next(i for i, a in enumerate(alerts) if a.alert_id == 12)
+    assert _throttle_decisions(replayed, policy, alerts[committed:]) == expected[committed:]
+    replayed.close()
+    assert list(LightCurveStore(path).get("A").scored) == list(LightCurveStore(tmp_path / "reference.sqlite").get("A").scored)

@@ -12,7 +12,9 @@ KILLS = 3
 OBJECTS = 40  # ~1,800 alerts
 #: On 2 CPU cores a scoring costs ~0.1-3 s (period search + model): only objects with many
 #: points are scored, so that the reference run and the crashed run fit the CI budget.
-SECTIONS = {**DAEMON_SECTIONS, "scoring": {"min_points": 60}}
+#: A transaction holds at most ``queue_max`` alerts: 128 makes ~12 of them in this stream, so
+#: that each of the kills (most come after an incarnation's first commit) lands mid-stream.
+SECTIONS = {**DAEMON_SECTIONS, "scoring": {"min_points": 60}, "inference": {**DAEMON_SECTIONS["inference"], "queue_max": 128}}
 
 
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(kafka_bootstrap, deployment, inferencer, tmp_path):

@@ -1,0 +1,24 @@
+"""``broker-filter reliability SCENARIO``: the long reliability runs of issue 6 (docs/RELIABILITY.md).
+
+crash (kill -9 of the daemon), broker-restart (SIGTERM / SIGKILL of the broker), overload
+(input at a multiple of the processing rate) and fuzz; see
+:mod:`broker_filter.reliability.long_run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from broker_filter.reliability.long_run import add_arguments
+
+    parser = subparsers.add_parser("reliability", help="long failure runs against a local Kafka broker; prints a table row")
+    add_arguments(parser)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from broker_filter.reliability.long_run import run
+
+    return run(args)
