@@ -3,7 +3,9 @@
 Everything that makes scoring fast (period estimation batched on the device, length
 bucketing, pinned host memory with non-blocking copies, mixed precision on CUDA) lives in
 the Scorer, which runs the same preprocessing as training (:mod:`model.features`); this
-module only maps the daemon's score requests onto it and back.
+module only maps the daemon's score requests onto it and back. Periods come from the
+caller (the pipeline's :class:`~broker_filter.periods.PeriodMemo`), which uses
+:meth:`Inferencer.estimate_periods` for the curves it has to search.
 
 Two alerts of one object may sit in one batch, each with its own as-of light curve, so each
 request is scored under a unique id (its position in the batch) and the scores are mapped
@@ -16,6 +18,8 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from model.lightcurve import LightCurve
 from model.scores import ObjectScore
@@ -63,9 +67,17 @@ class Inferencer:
     def model_bands(self) -> tuple[str, ...] | None:
         return self.bundle.preprocess.bands
 
-    def score(self, requests: Sequence[Sequence[LightCurve]]) -> InferenceResult:
-        """Score each request (one object's light curves, one per band) as one object."""
+    def estimate_periods(self, lcs: Sequence[LightCurve]) -> np.ndarray:
+        """The scorer's batched period search (CUDA when the bundle is there) on ``lcs``."""
+        return self.scorer.estimate_periods(lcs)
+
+    def score(self, requests: Sequence[Sequence[LightCurve]], periods: np.ndarray | None = None) -> InferenceResult:
+        """Score each request (one object's light curves, one per band) as one object.
+
+        ``periods``: one per light curve, requests flattened in order (NaN: the scorer
+        searches that curve's whole length); the seconds counted include that search.
+        """
         started = time.perf_counter()
         renamed = [LightCurve(str(i), lc.band, lc.time, lc.mag, lc.mag_err) for i, curves in enumerate(requests) for lc in curves]
-        by_request = {int(score.object_id): score for score in self.scorer.score(renamed)} if renamed else {}
+        by_request = {int(score.object_id): score for score in self.scorer.score(renamed, periods)} if renamed else {}
         return InferenceResult([by_request.get(i) for i in range(len(requests))], time.perf_counter() - started)

@@ -24,17 +24,25 @@ agreement). The steps, after Naul et al. (2018) and Tsang & Schultz (2019):
    points (0 at padding), so that precise points dominate the reconstruction loss and
    every chunk counts equally.
 
-Everything after the period estimate is vectorised numpy over the whole batch.
+Everything after the period estimate is vectorised numpy over the whole batch
+(:func:`prepare_batch`, the training reference). Serving repeats steps 4-6 in torch on the
+device (:func:`prepare_chunks`, on chunks cut by the same :func:`chunk_layout`): equal to
+the reference within float32 rounding (tests/model/test_features_torch.py), and it lets a
+served batch cross to the GPU as raw points (12 bytes a point) instead of padded inputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.lightcurve import LightCurve
+
+if TYPE_CHECKING:
+    import torch
 
 #: Bands the default model reads: ASAS-3/ASAS-SN V, SDSS g r i, ZTF g and r (``R`` in the
 #: project's light-curve table, ``r`` in decoded alerts) and Rubin g r i.
@@ -137,6 +145,28 @@ def chunk_counts(lengths: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return lengths // cfg.n_max + (lengths % cfg.n_max >= cfg.n_min)
 
 
+def chunk_layout(
+    lc_lengths: np.ndarray, cfg: PreprocessConfig, lc_start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the chunks of light curves lie in their concatenated points.
+
+    ``lc_lengths`` (L,): usable points of each curve; ``lc_start`` (L,): where each curve's
+    points begin (default: one curve after another). Returns, per chunk, the curve it was
+    cut from, its first point and its length (all int64): the cut of :func:`prepare_batch`,
+    shared with the serving path so that both cut alike.
+    """
+    lc_lengths = np.asarray(lc_lengths, dtype=np.int64)
+    counts = chunk_counts(lc_lengths, cfg)
+    n_chunks = int(counts.sum())
+    chunk_lc = np.repeat(np.arange(lc_lengths.size), counts)
+    k = np.arange(n_chunks) - np.repeat(np.cumsum(counts) - counts, counts)
+    if lc_start is None:
+        lc_start = np.cumsum(lc_lengths) - lc_lengths
+    start = lc_start[chunk_lc] + k * cfg.n_max
+    lengths = np.minimum(cfg.n_max, lc_lengths[chunk_lc] - k * cfg.n_max)
+    return chunk_lc, start, lengths
+
+
 def chunk(lc: LightCurve, cfg: PreprocessConfig) -> list[LightCurve]:
     """The chunks of one light curve (same cut as :func:`prepare_batch`), as light curves."""
     lc = lc.cleaned()
@@ -201,12 +231,7 @@ def prepare_batch(
     if n_chunks == 0:
         return _empty_batch(pad_to or 0, all_periods)
 
-    # Chunk layout: owner (position in `selected`), first point in the flat arrays, length.
-    chunk_lc = np.repeat(np.arange(lc_lengths.size), counts)
-    k = np.arange(n_chunks) - np.repeat(np.cumsum(counts) - counts, counts)
-    lc_start = np.cumsum(lc_lengths) - lc_lengths
-    start = lc_start[chunk_lc] + k * cfg.n_max
-    lengths = np.minimum(cfg.n_max, lc_lengths[chunk_lc] - k * cfg.n_max)
+    chunk_lc, start, lengths = chunk_layout(lc_lengths, cfg)
     width = max(pad_to or 0, int(lengths.max()))
 
     mask = np.arange(width)[None, :] < lengths[:, None]
@@ -264,3 +289,57 @@ def _empty_batch(width: int, periods: np.ndarray) -> PreparedBatch:
         np.zeros(0, np.int64),
         periods,
     )
+
+
+@dataclass
+class ChunkTensors:
+    """Network inputs for N chunks made by :func:`prepare_chunks` (on any torch device).
+
+    ``inputs`` (N, W, 2) float32 [lag, scaled magnitude], zeros at padding; ``lengths``
+    (N,) int64; ``supports`` (N, 3) float32 [mean magnitude, scale, log10 period]. The
+    loss weights of :class:`PreparedBatch` are left out: scoring does not use them.
+    """
+
+    inputs: torch.Tensor
+    lengths: torch.Tensor
+    supports: torch.Tensor
+
+
+def prepare_chunks(
+    time: torch.Tensor,
+    mag: torch.Tensor,
+    start: torch.Tensor,
+    lengths: torch.Tensor,
+    period: torch.Tensor,
+    width: int,
+    cfg: PreprocessConfig,
+) -> ChunkTensors:
+    """Steps 4-6 of :func:`prepare_batch` in torch, for chunks already cut by :func:`chunk_layout`.
+
+    ``time`` (P,) float64 and ``mag`` (P,) (any float dtype) are clean, time-sorted points
+    of consecutive light curves; chunk ``i`` is points ``start[i] : start[i] + lengths[i]``,
+    folded with ``period[i]`` (float64). ``width`` >= the longest chunk. Phases, means and
+    scales are computed in float64 as in the reference (MJD times need it), then rounded
+    to float32. Nothing here waits for the device (no data-dependent shapes), so a served
+    batch is queued on the GPU without a host round trip.
+    """
+    import torch
+
+    steps = torch.arange(width, device=time.device)
+    mask = steps[None, :] < lengths[:, None]
+    source = torch.where(mask, start[:, None] + steps[None, :], start[:, None])
+    t = time[source]
+    m = mag[source].double()
+    x = t - t[:, :1]
+    if cfg.period_fold:
+        x = torch.remainder(x / period[:, None], 1.0)
+        x, order = torch.sort(torch.where(mask, x, torch.inf), dim=1, stable=True)
+        m = torch.gather(m, 1, order)
+    lag = torch.where(mask, torch.diff(x, dim=1, prepend=x[:, :1]), 0.0)
+    n = lengths.double()
+    mean = torch.where(mask, m, 0.0).sum(dim=1) / n
+    centred = torch.where(mask, m - mean[:, None], 0.0)
+    scale = torch.sqrt((centred * centred).sum(dim=1) / n).clamp_min(cfg.min_scale)
+    inputs = torch.stack([lag, centred / scale[:, None]], dim=-1).float()
+    supports = torch.stack([mean, scale, torch.log10(period)], dim=1).float()
+    return ChunkTensors(inputs, lengths, supports)

@@ -5,16 +5,22 @@ probabilities are the softmax of the mean chunk log-probabilities (a normalised
 geometric mean: chunks vote in log space, as independent evidence would), and its energy
 is the mean chunk energy. Novelty thresholds are percentiles of training energies
 combined the same way, so the comparison is like with like. Both the reference scorer
-(:meth:`model.bundle.ModelBundle.score`) and the fast serving scorer use
-:func:`combine_chunks`, so they agree by construction.
+(:meth:`model.bundle.ModelBundle.score`) uses :func:`combine_chunks`; the serving scorer
+does the same sums on the device (:func:`sum_chunks` then :func:`finish_objects`, with an
+integer object row per chunk instead of string ids) and returns a :class:`ScoreBatch`,
+whose :meth:`ScoreBatch.object_scores` gives the reference's list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 THRESHOLD_KEYS = ("p80", "p95")
 
@@ -95,6 +101,81 @@ def object_scores(combined: CombinedChunks, class_names: Sequence[str], threshol
         )
         for i, object_id in enumerate(combined.object_ids)
     ]
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Per-object results as columns: what serving returns before anyone asks for objects.
+
+    One row per object that yielded at least one chunk, in first-appearance order (as
+    :func:`combine_chunks`). ``object_index`` (M,): the object's position in the input
+    :class:`~model.lightcurve.LightCurveBatch`'s ``object_ids``; ``probs`` (M, K) float64;
+    ``energy`` (M,) float64; ``n_points``, ``n_chunks`` (M,) int64; ``novel`` (M, 2) bool
+    for ``THRESHOLD_KEYS``. Building an :class:`ObjectScore` (a dataclass and two dicts)
+    per object costs more than scoring it on a GPU, so that happens only on request.
+    """
+
+    object_ids: np.ndarray
+    object_index: np.ndarray
+    probs: np.ndarray
+    energy: np.ndarray
+    n_points: np.ndarray
+    n_chunks: np.ndarray
+    novel: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.object_index.size)
+
+    @property
+    def top_class(self) -> np.ndarray:
+        """(M,) index of the most probable class."""
+        return self.probs.argmax(axis=1)
+
+    def object_scores(self) -> list[ObjectScore]:
+        """The :class:`ObjectScore` list, equal to :func:`object_scores` of the reference combination."""
+        top = self.top_class
+        probs = self.probs.tolist()
+        energy = self.energy.tolist()
+        n_points, n_chunks, novel = self.n_points.tolist(), self.n_chunks.tolist(), self.novel.tolist()
+        names = self.class_names
+        return [
+            ObjectScore(
+                object_id=str(self.object_ids[i]),
+                probs=dict(zip(names, probs[i])),
+                top_class=names[top[i]],
+                energy=energy[i],
+                n_points=n_points[i],
+                n_chunks=n_chunks[i],
+                novel=dict(zip(THRESHOLD_KEYS, novel[i])),
+            )
+            for i in range(len(self))
+        ]
+
+
+def sum_chunks(rows: torch.Tensor, log_probs: torch.Tensor, energies: torch.Tensor, out_log: torch.Tensor, out_energy: torch.Tensor) -> None:
+    """Add chunk log-probabilities (N, K) and energies (N,) into per-object rows (``index_add_``, float64).
+
+    ``rows`` (N,) int64: each chunk's object row. The integer row replaces
+    :func:`combine_chunks`'s ``np.unique`` over string ids; summing in float64 keeps the
+    result independent of the order in which batches arrive.
+    """
+    out_log.index_add_(0, rows, log_probs.double())
+    out_energy.index_add_(0, rows, energies.double())
+
+
+def finish_objects(sum_log: torch.Tensor, sum_energy: torch.Tensor, n_chunks: torch.Tensor, thresholds: torch.Tensor):
+    """Per-object (probs (M, K), energy (M,), novel (M, T)) from chunk sums, as :func:`combine_chunks` does.
+
+    Mean log-probabilities renormalised by their log-sum-exp, mean energy, and the energy
+    compared with each threshold (``thresholds`` (T,) in ``THRESHOLD_KEYS`` order).
+    """
+    import torch
+
+    mean_log = sum_log / n_chunks[:, None]
+    probs = torch.exp(mean_log - torch.logsumexp(mean_log, dim=1, keepdim=True))
+    energy = sum_energy / n_chunks
+    return probs, energy, energy[:, None] > thresholds[None, :]
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:
