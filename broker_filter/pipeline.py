@@ -15,6 +15,10 @@ Per input, :meth:`Pipeline.accept`:
 2. merges the alert into its object's light curve (idempotent, see :mod:`broker_filter.state`);
 3. asks the :class:`~broker_filter.scoring.ScoringPolicy`: score, below the minimum, or
    throttled; the last two make their classification record at once.
+
+Per batch, :meth:`Pipeline.score` takes each light curve's period from the
+:class:`~broker_filter.periods.PeriodMemo` (the rule of :mod:`model.period_schedule`: a
+search only when the curve has grown by 25% since the last one) and runs the model.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from broker_filter.config import Config, ConfigError
 from broker_filter.inference import Inferencer, InferenceResult
 from broker_filter.metrics import Metrics
 from broker_filter.outputs import DeadLetter, ModelIdentity, Output, classification_record, novelty_record, record_id
+from broker_filter.periods import PeriodMemo, PeriodSource
 from broker_filter.scoring import Decision, ScoringPolicy, policy_bands
 from broker_filter.state import LightCurveStore
 from streams.alert import Alert, DecodeError
@@ -67,12 +72,14 @@ class Pipeline:
         bands: tuple[str, ...],
         novelty_threshold: str,
         metrics: Metrics,
+        periods: PeriodSource | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.decoder = decoder
         self.store = store
         self.inferencer = inferencer
         self.metrics = metrics
+        self.periods = periods or PeriodMemo(inferencer.bundle.preprocess, store.max_objects)
         self.policy = ScoringPolicy(min_points, min_interval_s, policy_bands(bands, inferencer.model_bands), inferencer.n_min)
         bundle = inferencer.bundle
         self.model = ModelIdentity(
@@ -129,12 +136,21 @@ class Pipeline:
     # -- per batch -------------------------------------------------------------------
 
     def score(self, batch: MicroBatch[Slot]) -> InferenceResult:
-        """Run the model on the batch's slots that need it (thread-safe: reads only the slots)."""
+        """Run the model on the batch's slots that need it, periods from :attr:`periods`.
+
+        Reads only the slots, so it may run in another thread than :meth:`accept`; but only
+        one thread at a time (the period memo is not locked): the daemon has one inference
+        thread. ``seconds`` and the latency metric include the period search.
+        """
+        started = time.perf_counter()
         requests = [slot.decision.lightcurves for slot in batch.slots if slot.needs_scoring]
-        result = self.inferencer.score(requests)
-        if requests:
-            self.metrics.batch_size.observe(len(requests))
-            self.metrics.inference_latency.observe(result.seconds)
+        if not requests:
+            return InferenceResult([], 0.0)
+        curves = [lc for request in requests for lc in request]
+        periods = self.periods.periods(curves, self.inferencer.estimate_periods)
+        result = InferenceResult(self.inferencer.score(requests, periods).scores, time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(requests))
+        self.metrics.inference_latency.observe(result.seconds)
         return result
 
     def complete(self, batch: MicroBatch[Slot], result: InferenceResult) -> list[Output]:

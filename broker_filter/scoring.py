@@ -15,7 +15,9 @@ same decisions. The arrival of the alert is itself the "something new": each ale
 a new triggering detection.
 
 The light curves handed to the model are the object's bands that qualify, as of the alert's
-time; periods are estimated by the scorer with :mod:`model.period`, as in training.
+time; each is folded with the period of :mod:`model.period_schedule` (the training
+estimator on a prefix refreshed at every 25% growth, remembered by
+:mod:`broker_filter.periods`).
 """
 
 from __future__ import annotations

@@ -5,20 +5,27 @@ Three sections, each measured against its baseline in the same run:
 * ``replay`` — the pipeline in this process on a labelled archive (``broker-filter
   simulate``): bare decode (``fastavro.reader`` per message, the floor any consumer pays),
   our decoder, decode + state merge + scoring decision, and the full pipeline with
-  inference and records at each ``--batch-sizes`` micro-batch size. Differences between
-  rows are the stages' costs: the profile as a table. ``--profile FILE`` also writes
-  cProfile statistics of the full rows.
-* ``kafka`` — ``broker-filter run`` as a subprocess pinned to ``--cores`` CPUs against the
-  local real broker (started by the benchmark unless ``--bootstrap-servers``): alerts/s
-  sustained on a pre-filled topic (after ``--warmup`` alerts that fill state), then
-  end-to-end latency (input message timestamp to the committed output record read by a
-  ``read_committed`` consumer) p50/p99 while new alerts are produced at 50% and 90% of
-  that rate; baseline: a bare confluent-kafka consume + ``fastavro.reader`` loop pinned to
-  the same CPUs, on the same topic.
+  inference and records at each ``--batch-sizes`` micro-batch size and for each
+  ``--variants`` entry. Differences between rows are the stages' costs: the profile as a
+  table. ``--profile FILE`` also writes cProfile statistics of the full rows.
+* ``kafka`` — the daemon (what ``broker-filter run`` runs, see :func:`daemon_main`) as a
+  subprocess pinned to ``--cores`` CPUs against the local real broker (started by the
+  benchmark unless ``--bootstrap-servers``), once per ``--variants`` entry on its own
+  topics: alerts/s sustained on a pre-filled topic (after ``--warmup`` alerts that fill
+  state), then end-to-end latency (input message timestamp to the committed output record
+  read by a ``read_committed`` consumer) p50/p99 while new alerts are produced at 50% and
+  90% of that rate; baseline: a bare confluent-kafka consume + ``fastavro.reader`` loop
+  pinned to the same CPUs, on the same alerts.
+
+Variants (the before/after of the period memo, measured in one run): ``current`` is the
+pipeline as shipped (periods by :mod:`model.period_schedule`, remembered by
+:class:`broker_filter.periods.PeriodMemo`); ``baseline`` is the behaviour it replaced, kept
+here only as the measured baseline: the period searched on the whole light curve at every
+scoring (:class:`WholeCurvePeriods`).
 * ``state`` — merge + decision throughput and resident memory per object with 10^3..10^6
   objects held (one fresh process per size), for the current merge and for the one it
   replaced (``_merge_before`` below, kept here only as the measured baseline of the
-  profile-driven fix).
+  profile-driven fix); and the period memo's memory per object.
 
 The headline ``speedup`` is the daemon's sustained rate over the bare loop's (kafka
 section), else the best full replay row's over bare decode.
@@ -52,6 +59,8 @@ from broker_filter.bench.report import BenchResult
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_LIGHTCURVES = REPO / "data" / "lightcurves"
 SECTIONS = ("replay", "kafka", "state")
+VARIANTS = ("current", "baseline")
+VARIANT_LABELS = {"current": "period memo", "baseline": "period searched at every scoring (before)"}
 CONSUMER_SETTINGS = {"fetch.queue.backoff.ms": 10}  # see bench/kafka_io.py: the default 1 s backoff would be measured
 
 
@@ -65,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=1024, help="[inference] max_batch (default 1024)")
     parser.add_argument("--batch-sizes", help="replay: max_batch values to run the full pipeline at, e.g. 128,1024 (default: --max-batch)")
     parser.add_argument("--replay-alerts", type=int, default=3000, help="alerts in the replay section (default 3000)")
-    parser.add_argument("--profile", type=Path, help="write cProfile statistics of the full replay row(s) here (-bSIZE added per batch size)")
+    parser.add_argument("--profile", type=Path, help="write cProfile statistics of the full replay row(s) here (-bSIZE-VARIANT added when several)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"pipelines to compare in replay and kafka: subset of {','.join(VARIANTS)} (default both)")
     parser.add_argument("--bootstrap-servers", help="an existing broker (default: start a local one)")
     parser.add_argument("--cores", default="0,1", help="CPUs the daemon and the bare loop are pinned to (default 0,1)")
     parser.add_argument("--warmup", type=int, default=1000, help="alerts before the sustained ones, to fill state (default 1000)")
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    _variants(args)  # a typo stops the run before any work
     rows: list[list] = []
     notes: list[str] = []
     extra: dict = {}
@@ -98,6 +109,9 @@ def run(args: argparse.Namespace) -> BenchResult:
         if "state" in sections:
             rows += _state_section([int(float(n)) for n in args.state_sizes.split(",")], args.points)
     speedup = extra.get("kafka", {}).get("ratio") or extra.get("replay", {}).get("ratio")
+    for section in ("replay", "kafka"):
+        if "current_over_baseline" in extra.get(section, {}):
+            notes.append(f"{section}: period memo / period searched at every scoring = {extra[section]['current_over_baseline']:.2f}x (same run)")
     if archive is not None:
         notes.append(f"archive: {archive if args.archive else f'simulated, {args.objects} objects of {args.lightcurves}'}")
     return BenchResult(
@@ -126,7 +140,30 @@ def _payloads(archive: Path) -> list[bytes]:
     return [item.payload for item in iter_archive([archive], order="time") if item.alert is not None]
 
 
-def _pipeline(args: argparse.Namespace, max_batch: int | None = None):
+def _variants(args: argparse.Namespace) -> list[str]:
+    variants = [v.strip() for v in getattr(args, "variants", "current").split(",") if v.strip()]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or not variants:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}")
+    return variants
+
+
+class WholeCurvePeriods:
+    """The baseline variant's periods: none given, so the scorer searches every light curve
+    whole at every scoring (the behaviour before :mod:`model.period_schedule`)."""
+
+    def periods(self, lcs, estimate) -> np.ndarray:
+        return np.full(len(lcs), np.nan)
+
+
+def with_variant(pipeline, variant: str):
+    """``pipeline`` as the variant runs it (``current``: unchanged)."""
+    if variant == "baseline":
+        pipeline.periods = WholeCurvePeriods()
+    return pipeline
+
+
+def _pipeline(args: argparse.Namespace, max_batch: int | None = None, variant: str = "current"):
     from broker_filter.config import load_config, with_overrides
     from broker_filter.metrics import Metrics
     from broker_filter.pipeline import pipeline_from_config
@@ -136,7 +173,7 @@ def _pipeline(args: argparse.Namespace, max_batch: int | None = None):
         inference={"bundle": args.model or "", "device": args.device, "max_batch": max_batch or args.max_batch},
         state={"path": ""},
     )
-    return pipeline_from_config(config, Metrics())
+    return with_variant(pipeline_from_config(config, Metrics()), variant)
 
 
 # -- replay section --------------------------------------------------------------------------
@@ -146,36 +183,48 @@ def _replay_section(archive: Path, args: argparse.Namespace) -> tuple[list[list]
     """Cumulative stages on the same alerts, each timed on its own pass; the first is the baseline."""
     payloads = _payloads(archive)[: args.replay_alerts]
     batch_sizes = [int(b) for b in str(args.batch_sizes or args.max_batch).split(",")]
-    stages: list[tuple[str, Callable[[list[bytes]], None]]] = [
-        ("bare decode: fastavro.reader per message", _bare_decode),
-        ("decode (AlertDecoder)", _our_decode),
-        ("decode + state merge + decision", lambda p: _accept_all(_pipeline(args), p)),
+    variants = _variants(args)
+    # (row, set-up, timed pass): the set-up (decoder schema parsing, model loading) is not timed
+    stages: list[tuple[str, Callable[[], object], Callable[[object, list[bytes]], None]]] = [
+        ("bare decode: fastavro.reader per message", lambda: None, lambda _, p: _bare_decode(p)),
+        ("decode (AlertDecoder)", _decoder, _our_decode),
+        ("decode + state merge + decision", lambda: _pipeline(args), _accept_all),
     ]
-    for size in batch_sizes:  # the same alerts, micro-batches closed at each size
-        stages.append((f"full pipeline (+ inference, records), max_batch {size}",
-                       lambda p, size=size: _full_pipeline(_pipeline(args, size), p, size, _profile_path(args.profile, size, batch_sizes))))
+    full: dict[str, tuple[int, str]] = {}  # row name -> (batch size, variant)
+    for size, variant in itertools.product(batch_sizes, variants):  # the same alerts each time
+        name = f"full pipeline (+ inference, records), max_batch {size}, {VARIANT_LABELS[variant]}"
+        full[name] = (size, variant)
+        profile = _profile_path(args.profile, size, variant, len(batch_sizes) * len(variants))
+        stages.append((name, lambda size=size, variant=variant: _pipeline(args, size, variant),
+                       lambda pipeline, p, size=size, profile=profile: _full_pipeline(pipeline, p, size, profile)))
     rates = {}
-    for name, stage in stages:
+    for name, set_up, stage in stages:
+        subject = set_up()
         gc.collect()
         started = time.perf_counter()
-        stage(payloads)
+        stage(subject, payloads)
         rates[name] = len(payloads) / (time.perf_counter() - started)
+        if hasattr(subject, "inferencer"):
+            subject.inferencer.close()
     base = rates[stages[0][0]]
     rows = [["replay", name, rate, rate / base, "", "", ""] for name, rate in rates.items()]
     seconds = {name: 1000.0 / rate for name, rate in rates.items()}
-    names = [name for name, _ in stages]
+    names = [name for name, _, _ in stages]
     shares = {"decode": seconds[names[1]], "merge + decision": seconds[names[2]] - seconds[names[1]]}
-    for name, size in zip(names[3:], batch_sizes):
-        shares[f"inference + records, max_batch {size}"] = seconds[name] - seconds[names[2]]
-    best = max(rates[name] for name in names[3:])
-    return rows, {"alerts": len(payloads), "ms_per_alert": shares, "ratio": best / base}
+    for name, (size, variant) in full.items():
+        shares[f"inference + records, max_batch {size}, {variant}"] = seconds[name] - seconds[names[2]]
+    best = {variant: max(rates[name] for name, (_, v) in full.items() if v == variant) for variant in variants}
+    extra = {"alerts": len(payloads), "ms_per_alert": shares, "ratio": best[variants[0]] / base}
+    if set(variants) == set(VARIANTS):
+        extra["current_over_baseline"] = best["current"] / best["baseline"]
+    return rows, extra
 
 
-def _profile_path(profile: Path | None, size: int, sizes: list[int]) -> Path | None:
-    """FILE, or FILE-bSIZE.suffix for each size when several are run."""
-    if profile is None or len(sizes) == 1:
+def _profile_path(profile: Path | None, size: int, variant: str, runs: int) -> Path | None:
+    """FILE, or FILE-bSIZE-VARIANT.suffix for each full row when several are run."""
+    if profile is None or runs == 1:
         return profile
-    return profile.with_name(f"{profile.stem}-b{size}{profile.suffix}")
+    return profile.with_name(f"{profile.stem}-b{size}-{variant}{profile.suffix}")
 
 
 def _bare_decode(payloads: list[bytes]) -> None:
@@ -186,10 +235,13 @@ def _bare_decode(payloads: list[bytes]) -> None:
             pass
 
 
-def _our_decode(payloads: list[bytes]) -> None:
+def _decoder():
     from streams.codec import AlertDecoder
 
-    decoder = AlertDecoder()
+    return AlertDecoder()
+
+
+def _our_decode(decoder, payloads: list[bytes]) -> None:
     for payload in payloads:
         decoder.decode(payload)
 
@@ -240,47 +292,68 @@ class _Topics:
 
 
 def _kafka_section(archive: Path, args: argparse.Namespace, stack: ExitStack) -> tuple[list[list], dict]:
-    from streams.kafka_admin import delete_topics, ensure_topics
+    """Each variant's daemon on its own topics, filled with the same alerts; the bare loop once."""
     from streams.local_kafka import LocalKafka
 
     cores = {int(c) for c in args.cores.split(",")}
     payloads = _payloads(archive)
     bootstrap = args.bootstrap_servers or stack.enter_context(LocalKafka()).bootstrap
+    rows: list[list] = []
+    results: dict[str, dict] = {}
+    bare_rate: float | None = None
+    for variant in _variants(args):
+        variant_rows, result, bare_rate = _kafka_variant(bootstrap, payloads, args, cores, variant, bare_rate, stack)
+        rows += variant_rows
+        results[variant] = result
+    first = next(iter(results.values()))
+    extra = {"bare_rate": bare_rate, "sustained_rate": first["sustained_rate"], "ratio": first["sustained_rate"] / bare_rate,
+             "variants": results, "warmup": args.warmup, "messages": args.messages, "cores": sorted(cores)}
+    if set(results) == set(VARIANTS):
+        extra["current_over_baseline"] = results["current"]["sustained_rate"] / results["baseline"]["sustained_rate"]
+    return rows, extra
+
+
+def _kafka_variant(
+    bootstrap: str, payloads: list[bytes], args: argparse.Namespace, cores: set[int], variant: str,
+    bare_rate: float | None, stack: ExitStack,
+) -> tuple[list[list], dict, float]:
+    from streams.kafka_admin import delete_topics, ensure_topics
+
+    label = VARIANT_LABELS[variant]
     topics = _Topics.fresh()
     ensure_topics(bootstrap, {name: 2 for name in topics.all()})
+    rows: list[list] = []
     try:
         stream = itertools.cycle(payloads)  # observation-time order, as a survey sends them
         warmup = list(itertools.islice(stream, args.warmup))
         sustained = list(itertools.islice(stream, args.messages))
         _produce(bootstrap, topics.input, warmup + sustained)
-        bare_rate = _bare_consume_decode(bootstrap, topics.input, len(warmup) + len(sustained), cores)
-        with _DaemonProcess(bootstrap, topics, args, cores, Path(stack.enter_context(tempfile.TemporaryDirectory()))) as daemon:
-            outputs = _OutputReader(bootstrap, topics.classification)
-            with outputs:
-                done = len(warmup) + len(sustained)
-                arrivals = outputs.wait_for(done, timeout=max(600.0, done / 2.0), alive=daemon.alive)
-                rate = _sustained_rate(arrivals[len(warmup):])
-                scored = {"sustained": outputs.scored_fraction(len(warmup), done)}
-                rows = [
-                    ["kafka", f"bare consume + fastavro decode ({len(cores)} cores)", bare_rate, 1.0, "", "", ""],
-                    ["kafka", f"daemon sustained ({len(cores)} cores, exactly-once)", rate, rate / bare_rate, "", "", ""],
-                ]
-                latency = {}
-                for fraction in (0.5, 0.9):  # new alerts, continuing the stream
-                    count = max(1, int(rate * fraction * args.paced_seconds))
-                    start = outputs.received
-                    _produce(bootstrap, topics.input, list(itertools.islice(stream, count)), rate=rate * fraction)
-                    outputs.wait_for(start + count, timeout=args.paced_seconds * 10 + 120, alive=daemon.alive)
-                    lat = np.array(outputs.latencies_ms[start : start + count])
-                    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-                    label = f"{int(fraction * 100)}%"
-                    latency[label] = {"p50_ms": p50, "p99_ms": p99, "alerts": count}
-                    scored[label] = outputs.scored_fraction(start, start + count)
-                    rows.append(["kafka", f"latency at {label} of sustained ({rate * fraction:,.0f}/s)", rate * fraction, fraction * rate / bare_rate, p50, p99, ""])
-        notes = ", ".join(f"{phase} {share:.0%}" for phase, share in scored.items())
-        rows.append(["kafka", f"alerts scored by the model (rest below minimum): {notes}", "", "", "", "", ""])
-        return rows, {"bare_rate": bare_rate, "sustained_rate": rate, "ratio": rate / bare_rate, "latency": latency,
-                      "scored_fraction": scored, "warmup": len(warmup), "messages": len(sustained), "cores": sorted(cores)}
+        if bare_rate is None:
+            bare_rate = _bare_consume_decode(bootstrap, topics.input, len(warmup) + len(sustained), cores)
+            rows.append(["kafka", f"bare consume + fastavro decode ({len(cores)} cores)", bare_rate, 1.0, "", "", ""])
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        with _DaemonProcess(bootstrap, topics, args, cores, workdir, variant) as daemon, _OutputReader(bootstrap, topics.classification) as outputs:
+            done = len(warmup) + len(sustained)
+            arrivals = outputs.wait_for(done, timeout=max(600.0, done / 2.0), alive=daemon.alive)
+            rate = _sustained_rate(arrivals[len(warmup):])
+            scored = {"sustained": outputs.scored_fraction(len(warmup), done)}
+            rows.append(["kafka", f"daemon sustained ({len(cores)} cores, exactly-once), {label}", rate, rate / bare_rate, "", "", ""])
+            latency = {}
+            for fraction in (0.5, 0.9):  # new alerts, continuing the stream
+                count = max(1, int(rate * fraction * args.paced_seconds))
+                start = outputs.received
+                _produce(bootstrap, topics.input, list(itertools.islice(stream, count)), rate=rate * fraction)
+                outputs.wait_for(start + count, timeout=args.paced_seconds * 10 + 120, alive=daemon.alive)
+                lat = np.array(outputs.latencies_ms[start : start + count])
+                p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+                share = f"{int(fraction * 100)}%"
+                latency[share] = {"p50_ms": p50, "p99_ms": p99, "alerts": count}
+                scored[share] = outputs.scored_fraction(start, start + count)
+                rows.append(["kafka", f"latency at {share} of sustained ({rate * fraction:,.0f}/s), {label}",
+                             rate * fraction, fraction * rate / bare_rate, p50, p99, ""])
+        notes = ", ".join(f"{phase} {part:.0%}" for phase, part in scored.items())
+        rows.append(["kafka", f"alerts scored by the model (rest below minimum), {label}: {notes}", "", "", "", "", ""])
+        return rows, {"sustained_rate": rate, "ratio": rate / bare_rate, "latency": latency, "scored_fraction": scored}, bare_rate
     finally:
         delete_topics(bootstrap, topics.all())
 
@@ -331,10 +404,33 @@ def _bare_consume_decode(bootstrap: str, topic: str, count: int, cores: set[int]
     return float(result.stdout.strip().splitlines()[-1])
 
 
-class _DaemonProcess:
-    """``broker-filter run`` on a generated config, pinned to ``cores``; SIGTERM on exit."""
+def daemon_main(argv: Sequence[str]) -> int:
+    """``CONFIG VARIANT``: what ``broker-filter run --config CONFIG`` runs (the same Daemon and
+    pipeline; no broker pre-flight, re-keying or metrics port), with ``VARIANT``'s periods, so
+    that both variants start the same way."""
+    config_path, variant = argv
+    from broker_filter.config import load_config
+    from broker_filter.daemon import Daemon
+    from broker_filter.logging_setup import setup_logging
+    from broker_filter.metrics import Metrics
+    from broker_filter.pipeline import pipeline_from_config
 
-    def __init__(self, bootstrap: str, topics: _Topics, args: argparse.Namespace, cores: set[int], workdir: Path) -> None:
+    config = load_config(config_path)
+    setup_logging(config.logging)
+    metrics = Metrics()
+    pipeline = with_variant(pipeline_from_config(config, metrics), variant)
+    daemon = Daemon(config, pipeline, metrics)
+    daemon.install_signal_handlers()
+    try:
+        return daemon.run()
+    finally:
+        pipeline.inferencer.close()
+
+
+class _DaemonProcess:
+    """:func:`daemon_main` on a generated config, pinned to ``cores``; SIGTERM on exit."""
+
+    def __init__(self, bootstrap: str, topics: _Topics, args: argparse.Namespace, cores: set[int], workdir: Path, variant: str) -> None:
         self.config = workdir / "e2e.toml"
         self.log = workdir / "daemon.log"
         tag = uuid.uuid4().hex[:8]
@@ -348,12 +444,14 @@ class _DaemonProcess:
             "[metrics]\nport = 0\n"
         )
         self.cores = cores
+        self.variant = variant
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> _DaemonProcess:
         self._log_handle = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broker_filter", "run", "--config", str(self.config)],
+            [sys.executable, "-c", "import sys; from broker_filter.bench.e2e import daemon_main; sys.exit(daemon_main(sys.argv[1:]))",
+             str(self.config), self.variant],
             stdout=self._log_handle, stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, self.cores),
         )
         return self
@@ -443,24 +541,27 @@ def _state_section(sizes: list[int], points: int) -> list[list]:
     """One fresh process per size (so that memory freed by a smaller store is not re-used and
     missed): fill a store with that many objects, measure resident memory per object, then
     time merge + decision of alerts for random held objects, the current merge against the
-    one it replaced."""
+    one it replaced; and the period memo's resident memory per object (two bands each)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     rows = []
     for size in sizes:
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
-            per_object, rates = pool.submit(_state_rates, size, points).result()
+            per_object, rates, memo_per_object = pool.submit(_state_rates, size, points).result()
         for variant, rate in rates.items():
             rows.append(["state", f"{size:,} objects held, {variant}", rate, rate / rates["previous merge"], "", "", per_object])
+        rows.append(["state", f"{size:,} objects held, period memo (2 bands each)", "", "", "", "", memo_per_object])
     return rows
 
 
-def _state_rates(size: int, points: int) -> tuple[float, dict[str, float]]:
+def _state_rates(size: int, points: int) -> tuple[float, dict[str, float], float]:
     import psutil
 
+    from broker_filter.periods import PeriodMemo, _Entry
     from broker_filter.scoring import ScoringPolicy
     from broker_filter.state import LightCurveStore
+    from model.features import PreprocessConfig
 
     process = psutil.Process()
     policy = ScoringPolicy(min_points=20, min_interval_s=0.0, bands=("g", "r"), n_min=20)
@@ -484,7 +585,14 @@ def _state_rates(size: int, points: int) -> tuple[float, dict[str, float]]:
             result = merge(alert)
             policy.decide(result.state, alert.time)
         rates[variant] = len(alerts) / (time.perf_counter() - started)
-    return per_object, rates
+    memo = PeriodMemo(PreprocessConfig(), max_objects=size)
+    gc.collect()
+    before = process.memory_info().rss
+    for index in range(size):  # one entry per band, as after each object's first scoring (built directly)
+        for band in "gr":
+            memo._store(f"obj{index}", band, _Entry(index.to_bytes(16, "little"), 0.5 + index * 1e-6))
+    gc.collect()
+    return per_object, rates, (process.memory_info().rss - before) / size
 
 
 def _synthetic_state(index: int, n_history: int):

@@ -193,12 +193,17 @@ def assert_matches_offline(archive: Path, records: Iterable[dict], bundle) -> fl
 
     The light curves are rebuilt here from the archive's detections (all alerts of the
     object, usable points observed up to the record's alert, the bands it used), without
-    the daemon's state code, and scored in one call of the simple reference scorer.
+    the daemon's state code or its period memo, folded with the periods of the serving
+    rule (:func:`model.period_schedule.scheduled_periods`, no memo) and scored in one pass
+    of the simple reference network (``bundle.chunk_outputs``).
     Returns the fraction of scorings flagged novel (equal, then, to the offline rate).
     """
     import numpy as np
 
     from model.data import LightCurve
+    from model.features import prepare_batch
+    from model.period_schedule import scheduled_periods
+    from model.scores import combine_chunks, object_scores
 
     points: dict[tuple[str, str], dict[int, tuple[float, float, float]]] = {}
     for item in iter_archive([archive], order="file"):
@@ -211,7 +216,10 @@ def assert_matches_offline(archive: Path, records: Iterable[dict], bundle) -> fl
         for band in record["bands_used"]:
             rows = np.array(sorted(v for v in points[(record["object_id"], band)].values() if v[0] <= record["alert_time_mjd"]))
             curves.append(LightCurve(record["record_id"], band, rows[:, 0], rows[:, 1], rows[:, 2]))
-    reference = {score.object_id: score for score in bundle.score(curves)}
+    batch = prepare_batch(curves, bundle.preprocess, scheduled_periods(curves, bundle.preprocess))
+    log_probs, energies = bundle.chunk_outputs(batch)
+    combined = combine_chunks([curves[i].object_id for i in batch.owner], log_probs, energies, batch.lengths)
+    reference = {score.object_id: score for score in object_scores(combined, bundle.class_names, bundle.thresholds)}
     assert reference.keys() == {r["record_id"] for r in scored}
     for record in scored:
         expected = reference[record["record_id"]]

@@ -153,10 +153,13 @@ class _SlowModel:
         self.bundle, self.n_min, self.model_bands = inferencer.bundle, inferencer.n_min, inferencer.model_bands
         self.paused_seen: list[float] = []
 
-    def score(self, requests):
+    def estimate_periods(self, lcs):
+        return self.inferencer.estimate_periods(lcs)
+
+    def score(self, requests, periods=None):
         time.sleep(0.3)
         self.paused_seen.append(self.metrics.value("partitions_paused"))
-        return self.inferencer.score(requests)
+        return self.inferencer.score(requests, periods)
 
 
 def test_backpressure_pauses_input_when_the_model_falls_behind(kafka_bootstrap, topics, labelled_stream, replayed, inferencer):
