@@ -318,7 +318,9 @@ def produce(bootstrap: str, topic: str, payloads: Iterable[bytes], keys: Iterabl
     """Send every payload (at ``rate`` messages/s when given); returns each one's (partition, offset)."""
     from confluent_kafka import Producer
 
-    producer = Producer({**(client or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, "log_level": 0,
+    from streams.kafka_config import for_role
+
+    producer = Producer({**for_role(client or {}, "producer"), "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, "log_level": 0,
                          "message.max.bytes": message_max_bytes})
     positions: dict[int, tuple[int, int]] = {}
 
