@@ -28,7 +28,7 @@ Everything after the period estimate is vectorised numpy over the whole batch
 (:func:`prepare_batch`, the training reference). Serving repeats steps 4-6 in torch on the
 device (:func:`prepare_chunks`, on chunks cut by the same :func:`chunk_layout`): equal to
 the reference within float32 rounding (tests/model/test_features_torch.py), and it lets a
-served batch cross to the GPU as raw points (12 bytes a point) instead of padded inputs.
+served batch cross to the GPU as raw points (16 bytes a point) instead of padded inputs.
 """
 
 from __future__ import annotations

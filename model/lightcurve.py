@@ -67,6 +67,20 @@ class LightCurve:
         )
 
 
+def first_appearance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``values`` in order of first appearance, and each value's position among them.
+
+    Objects are numbered this way wherever curves or chunks are grouped by object (the
+    batch's object table, serving's result rows, :func:`model.scores.combine_chunks`), so
+    that every scorer returns objects in the order they were given.
+    """
+    unique, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return unique[order], rank[inverse.reshape(-1)].astype(np.int64)
+
+
 @dataclass(frozen=True)
 class LightCurveBatch:
     """Many light curves in flat columns: the served input, built without a Python loop per curve.
@@ -132,18 +146,15 @@ class LightCurveBatch:
         Curves of one object id become one object; objects are numbered in first-appearance order.
         """
         lengths = np.asarray(lengths, dtype=np.int64)
-        unique, first, inverse = np.unique(np.asarray(object_ids), return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
+        ids, object_index = first_appearance(np.asarray(object_ids))
         return cls(
             np.ascontiguousarray(time, dtype=np.float64),
             np.ascontiguousarray(mag, dtype=np.float32),
             np.ascontiguousarray(mag_err, dtype=np.float32),
             np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             np.asarray(band, dtype=str),
-            rank[inverse.reshape(-1)].astype(np.int64),
-            unique[order].astype(object),
+            object_index,
+            ids.astype(object),
         )
 
     @classmethod
@@ -170,14 +181,6 @@ class LightCurveBatch:
 
     def to_lightcurves(self) -> list[LightCurve]:
         return [self.curve(i) for i in range(len(self))]
-
-    def curves(self, start: int, stop: int) -> LightCurveBatch:
-        """Curves ``start:stop`` (views of the point columns; the object table is kept whole)."""
-        p0, p1 = int(self.offsets[start]), int(self.offsets[stop])
-        return LightCurveBatch(
-            self.time[p0:p1], self.mag[p0:p1], self.mag_err[p0:p1], self.offsets[start : stop + 1] - p0,
-            self.band[start:stop], self.object_index[start:stop], self.object_ids,
-        )
 
     def cleaned(self) -> LightCurveBatch:
         """Without non-finite points or non-positive errors, each curve sorted by time (``self`` if already so).

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.lightcurve import first_appearance
+
 if TYPE_CHECKING:
     import torch
 
@@ -70,19 +72,16 @@ def combine_chunks(
     chunk_object_ids: Sequence[str], log_probs: np.ndarray, energies: np.ndarray, lengths: np.ndarray
 ) -> CombinedChunks:
     """Group chunks by object id (first-appearance order); mean log-probs renormalised, mean energy."""
-    ids, first, inverse = np.unique(np.asarray(chunk_object_ids, dtype=object), return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")  # first-appearance order
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    group = rank[inverse]
-    n_chunks = np.bincount(group, minlength=order.size)
-    mean_log = np.zeros((order.size, log_probs.shape[1]), dtype=np.float64)
+    ids, group = first_appearance(np.asarray(chunk_object_ids, dtype=object))
+    n_objects = ids.size
+    n_chunks = np.bincount(group, minlength=n_objects)
+    mean_log = np.zeros((n_objects, log_probs.shape[1]), dtype=np.float64)
     np.add.at(mean_log, group, np.asarray(log_probs, dtype=np.float64))
     mean_log /= n_chunks[:, None]
     mean_log -= _logsumexp(mean_log)[:, None]
-    energy = np.bincount(group, weights=np.asarray(energies, dtype=np.float64), minlength=order.size) / n_chunks
-    n_points = np.bincount(group, weights=np.asarray(lengths, dtype=np.float64), minlength=order.size).astype(np.int64)
-    return CombinedChunks([str(i) for i in ids[order]], mean_log, energy, n_points, n_chunks)
+    energy = np.bincount(group, weights=np.asarray(energies, dtype=np.float64), minlength=n_objects) / n_chunks
+    n_points = np.bincount(group, weights=np.asarray(lengths, dtype=np.float64), minlength=n_objects).astype(np.int64)
+    return CombinedChunks([str(i) for i in ids], mean_log, energy, n_points, n_chunks)
 
 
 def object_scores(combined: CombinedChunks, class_names: Sequence[str], thresholds: Mapping[str, float]) -> list[ObjectScore]:

@@ -52,7 +52,7 @@ import torch
 from model.bundle import ModelBundle, resolve_device
 from model.features import ChunkTensors, chunk_layout, prepare_chunks, resolve_periods
 from model.gmm import energy
-from model.lightcurve import LightCurve, LightCurveBatch
+from model.lightcurve import LightCurve, LightCurveBatch, first_appearance
 from model.scores import THRESHOLD_KEYS, ObjectScore, ScoreBatch, finish_objects, sum_chunks
 
 #: Batches of at most this many chunks run as captured CUDA graphs, padded to a power of two
@@ -104,12 +104,7 @@ def plan_chunks(batch: LightCurveBatch, periods: np.ndarray, cfg, max_batch: int
     if cfg.bands is not None:
         usable = np.where(np.isin(batch.band, cfg.bands), usable, 0)
     chunk_lc, start, length = chunk_layout(usable, cfg, lc_start=batch.offsets[:-1])
-    objects = batch.object_index[chunk_lc]
-    unique, first = np.unique(objects, return_index=True)
-    object_index = unique[np.argsort(first, kind="stable")]
-    row_of = np.zeros(len(batch.object_ids), dtype=np.int64)
-    row_of[object_index] = np.arange(object_index.size)
-    row = row_of[objects]
+    object_index, row = first_appearance(batch.object_index[chunk_lc])
     n_rows = object_index.size
     n_chunks = np.bincount(row, minlength=n_rows).astype(np.int64)
     n_points = np.bincount(row, weights=length, minlength=n_rows).astype(np.int64)
@@ -193,8 +188,8 @@ class Scorer:
     def score_batch(self, batch: LightCurveBatch, periods: np.ndarray | Sequence[float] | None = None) -> ScoreBatch:
         """Scores of every object of ``batch`` that yields a chunk, as columns (see :class:`ScoreBatch`).
 
-        ``periods`` (one per curve, NaN where unknown): the others are estimated here
-        (:func:`model.period.estimate_periods`, from the batch's float32 magnitudes).
+        ``periods`` (one per curve, NaN where unknown): the others are estimated here, as
+        :meth:`estimate_periods` does.
         """
         return self.submit(batch, periods).result()
 
@@ -208,7 +203,7 @@ class Scorer:
         known = self._given_periods(periods, len(batch))
         missing = np.flatnonzero(~np.isfinite(known))
         if missing.size:
-            known[missing] = self._estimate_batch_periods(batch, batch.cleaned(), missing)
+            known[missing] = self.estimate_periods([batch.curve(int(i)) for i in missing])
         if self._cuda is not None:
             return self._cuda.submit(batch, known)
         clean = batch.cleaned()
@@ -239,27 +234,6 @@ class Scorer:
         if known.shape != (n,):
             raise ValueError(f"periods must have one value per light curve ({n}), got shape {known.shape}")
         return known
-
-    def _estimate_batch_periods(self, raw: LightCurveBatch, clean: LightCurveBatch, which: np.ndarray) -> np.ndarray:
-        """Periods of curves ``which`` that can yield a chunk, as :meth:`estimate_periods` (NaN for the rest)."""
-        cfg = self.preprocess
-        lengths = clean.lengths[which]
-        accepted = np.isin(clean.band[which], cfg.bands) if cfg.bands is not None else np.ones(which.size, bool)
-        todo = which[accepted & (lengths >= cfg.n_min)]
-        out = np.full(which.size, np.nan)
-        if todo.size:
-            from model.period import estimate_periods
-
-            views = [(clean.offsets[i], clean.offsets[i + 1]) for i in todo]
-            found = estimate_periods(
-                [clean.time[a:b] for a, b in views], [clean.mag[a:b] for a, b in views], [clean.mag_err[a:b] for a, b in views]
-            )
-            bad = ~(np.isfinite(found) & (found > 0))
-            for j in np.flatnonzero(bad):  # as resolve_periods: the raw time span, else one day
-                span = float(np.ptp(raw.time[raw.offsets[todo[j]] : raw.offsets[todo[j] + 1]]))
-                found[j] = span if span > 0 else 1.0
-            out[np.searchsorted(which, todo)] = found
-        return out
 
     def _run_cpu(self, batch: LightCurveBatch, plan: ChunkPlan):
         time = torch.from_numpy(batch.time)
