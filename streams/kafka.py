@@ -20,6 +20,7 @@ raise :class:`DeliveryError` (after aborting the transaction) so the batch is re
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -470,7 +471,7 @@ class KafkaSink:
 
     def commit(self) -> None:
         """Commit the open transaction, or abort it and raise if any of its messages failed."""
-        self._producer.flush(self.timeout)
+        self._flush_in_transaction()
         try:
             self.raise_failures()
         except DeliveryError as exc:
@@ -484,6 +485,33 @@ class KafkaSink:
             self._transact(self._producer.abort_transaction, self.timeout)
         except _ProducerReplaced:
             pass
+
+    def _flush_in_transaction(self) -> None:
+        """Deliver the transaction's messages, mapping a transactional error met on the way.
+
+        Adding a partition to the transaction happens during delivery, so a fencing (a newer
+        instance with our transactional id) can surface in ``flush`` rather than in
+        ``commit_transaction``; confluent-kafka then raises a ``KafkaException`` or, as seen
+        in CI with 2.16, the bare ``KafkaError`` object, which is no ``Exception`` subclass and
+        escapes every ``except Exception``. Both become our types, as in :meth:`_transact`.
+        """
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self._producer.flush(self.timeout)
+        except KafkaException as exc:
+            self._raise_transactional(exc.args[0], exc)
+        except:  # noqa: E722 - the bare KafkaError object (see above) matches nothing narrower
+            error = sys.exc_info()[1]
+            if not isinstance(error, KafkaError):
+                raise
+            self._raise_transactional(error, None)
+
+    def _raise_transactional(self, error: Any, cause: BaseException | None) -> None:
+        if error.fatal():
+            raise FatalProducerError(f"transactional producer {self.transactional_id!r}: {error.str()}") from cause
+        self.abort()
+        raise TransactionAbortedError(f"aborted: {error.str()}") from cause
 
     def _transact(self, call: Callable[..., Any], *args: Any, patient: bool = False) -> None:
         """Run a transactional call, retrying retriable errors, mapping the others to our types.

@@ -308,3 +308,30 @@ def test_avro_encoder_refuses_a_record_that_breaks_its_schema() -> None:
 def test_confluent_framing_needs_a_schema_id() -> None:
     with pytest.raises(ValueError, match="schema_id"):
         AvroEncoder({"type": "record", "name": "R", "fields": []}, "confluent")
+
+
+class _FlushFails:
+    """A producer whose flush meets a transactional error (as librdkafka reports a fencing found while adding partitions)."""
+
+    def __init__(self, fatal: bool) -> None:
+        from confluent_kafka import KafkaError
+
+        self.error = KafkaError(KafkaError._FENCED if fatal else KafkaError._TIMED_OUT, "while adding partitions", fatal=fatal)
+        self.aborted = False
+
+    def flush(self, timeout: float) -> int:
+        from confluent_kafka import KafkaException
+
+        raise KafkaException(self.error)
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.aborted = True
+
+
+@pytest.mark.parametrize("fatal", [True, False])
+def test_an_error_met_while_flushing_the_transaction_maps_to_our_types(fatal: bool) -> None:
+    sink = KafkaSink("127.0.0.1:1")  # not transactional: no broker is contacted here
+    sink._producer = producer = _FlushFails(fatal)
+    with pytest.raises(FatalProducerError if fatal else TransactionAbortedError):
+        sink.commit()
+    assert producer.aborted is not fatal
