@@ -47,7 +47,7 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """How message bytes become alerts (see :class:`streams.codec.AlertDecoder`)."""
+    """How message bytes become alerts (see :class:`broker_filter.streams.codec.AlertDecoder`)."""
 
     schema_registry_url: str = ""
     schema_dir: str = ""

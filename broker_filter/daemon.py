@@ -22,7 +22,7 @@ produced the second time are the ones the first attempt would have committed.
 flush state, then commit the offsets synchronously; a crash in between re-delivers records
 that consumers de-duplicate by key (``record_id``).
 
-The Kafka clients are :class:`streams.kafka.KafkaSource` and :class:`streams.kafka.KafkaSink`
+The Kafka clients are :class:`broker_filter.streams.kafka.KafkaSource` and :class:`broker_filter.streams.kafka.KafkaSink`
 (consumer group, pause/resume, lag; idempotent or transactional producer, delivery reports,
 retries of retriable transactional errors); this module decides *when* to call them.
 
@@ -54,7 +54,7 @@ from broker_filter.metrics import Metrics
 from broker_filter.outputs import DeadLetter, Output, encode
 from broker_filter.pipeline import Pipeline, Slot
 from broker_filter.rekey import Rekeyer
-from streams.kafka import (
+from broker_filter.streams.kafka import (
     DeliveryError,
     FatalProducerError,
     KafkaMessage,

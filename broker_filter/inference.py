@@ -1,8 +1,8 @@
-"""The inferencer: a model bundle behind :class:`model.serving.Scorer`, fed micro-batches.
+"""The inferencer: a model bundle behind :class:`broker_filter.model.serving.Scorer`, fed micro-batches.
 
 Everything that makes scoring fast (period estimation batched on the device, length
 bucketing, pinned host memory with non-blocking copies, mixed precision on CUDA) lives in
-the Scorer, which runs the same preprocessing as training (:mod:`model.features`); this
+the Scorer, which runs the same preprocessing as training (:mod:`broker_filter.model.features`); this
 module only maps the daemon's score requests onto it and back. Periods come from the
 caller (the pipeline's :class:`~broker_filter.periods.PeriodMemo`), which uses
 :meth:`Inferencer.estimate_periods` for the curves it has to search.
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.lightcurve import LightCurve
-from model.scores import ObjectScore
+from broker_filter.model.lightcurve import LightCurve
+from broker_filter.model.scores import ObjectScore
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ class Inferencer:
     def __init__(self, bundle_path: str | None = None, device: str = "auto", mixed_precision: bool = True) -> None:
         import torch
 
-        from model.bundle import ModelBundle, resolve_device
-        from model.serving import Scorer
+        from broker_filter.model.bundle import ModelBundle, resolve_device
+        from broker_filter.model.serving import Scorer
 
         self.device = resolve_device(device)
         self.bundle = ModelBundle.load(bundle_path or None, device=self.device)

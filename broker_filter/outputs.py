@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import fastavro
 
-from streams.alert import Alert, DecodeError
+from broker_filter.streams.alert import Alert, DecodeError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 SCHEMA_VERSION = 1

@@ -1,7 +1,7 @@
-"""The daemon's period memo: :mod:`model.period_schedule`'s rule, remembered per (object, band).
+"""The daemon's period memo: :mod:`broker_filter.model.period_schedule`'s rule, remembered per (object, band).
 
 The rule makes an object's period a pure function of its as-of light curve (estimated on a
-prefix that changes only at 25% growth steps, see :mod:`model.period_schedule`), so the
+prefix that changes only at 25% growth steps, see :mod:`broker_filter.model.period_schedule`), so the
 pipeline may remember each (object, band)'s last prefix digest and period and skip the
 search while the prefix is unchanged. An entry is used only when the digest of the
 current prefix equals the stored one, so a missing or stale entry (restart, crash,
@@ -23,9 +23,9 @@ from typing import Protocol
 
 import numpy as np
 
-from model.features import PreprocessConfig
-from model.lightcurve import LightCurve
-from model.period_schedule import period_prefix, prefix_digest
+from broker_filter.model.features import PreprocessConfig
+from broker_filter.model.lightcurve import LightCurve
+from broker_filter.model.period_schedule import period_prefix, prefix_digest
 
 Estimator = Callable[[list[LightCurve]], np.ndarray]
 
@@ -45,7 +45,7 @@ class _Entry:
 
 
 class PeriodMemo:
-    """:func:`model.period_schedule.scheduled_periods` with a bounded memo; ``hits``/``searches`` count lookups."""
+    """:func:`broker_filter.model.period_schedule.scheduled_periods` with a bounded memo; ``hits``/``searches`` count lookups."""
 
     def __init__(self, cfg: PreprocessConfig, max_objects: int) -> None:
         if max_objects < 1:

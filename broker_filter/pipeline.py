@@ -10,14 +10,14 @@ and ``alert_timestamp_ms`` aside) whichever driver reads them.
 
 Per input, :meth:`Pipeline.accept`:
 
-1. decodes it (or takes the archive's decoding); a :class:`~streams.alert.DecodeError`
+1. decodes it (or takes the archive's decoding); a :class:`~broker_filter.streams.alert.DecodeError`
    makes a dead-letter output and the stream goes on;
 2. merges the alert into its object's light curve (idempotent, see :mod:`broker_filter.state`);
 3. asks the :class:`~broker_filter.scoring.ScoringPolicy`: score, below the minimum, or
    throttled; the last two make their classification record at once.
 
 Per batch, :meth:`Pipeline.score` takes each light curve's period from the
-:class:`~broker_filter.periods.PeriodMemo` (the rule of :mod:`model.period_schedule`: a
+:class:`~broker_filter.periods.PeriodMemo` (the rule of :mod:`broker_filter.model.period_schedule`: a
 search only when the curve has grown by 25% since the last one) and runs the model.
 """
 
@@ -38,8 +38,8 @@ from broker_filter.outputs import DeadLetter, ModelIdentity, Output, classificat
 from broker_filter.periods import PeriodMemo, PeriodSource
 from broker_filter.scoring import Decision, ScoringPolicy, policy_bands
 from broker_filter.state import LightCurveStore
-from streams.alert import Alert, DecodeError
-from streams.codec import AlertDecoder
+from broker_filter.streams.alert import Alert, DecodeError
+from broker_filter.streams.codec import AlertDecoder
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker_filter.config import Config
-from streams.kafka_config import KafkaConfigError, client_config
+from broker_filter.streams.kafka_config import KafkaConfigError, client_config
 
 REACH_TIMEOUT_S = 10.0
 
@@ -54,7 +54,7 @@ def reach_brokers(config: Config, timeout: float = REACH_TIMEOUT_S) -> ClusterVi
 
 def ensure_output_topics(config: Config, view: ClusterView) -> None:
     """Create missing output topics (and the re-keying topic) with as many partitions as the inputs."""
-    from streams.kafka_admin import TopicError, ensure_topics
+    from broker_filter.streams.kafka_admin import TopicError, ensure_topics
 
     kafka = config.kafka
     partitions = max(view.input_partitions.values())

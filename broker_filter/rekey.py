@@ -21,8 +21,8 @@ import threading
 
 from broker_filter.config import Config
 from broker_filter.pipeline import decoder_from_config
-from streams.alert import DecodeError
-from streams.kafka import KafkaMessage, KafkaSink, KafkaSource, TransactionAbortedError
+from broker_filter.streams.alert import DecodeError
+from broker_filter.streams.kafka import KafkaMessage, KafkaSink, KafkaSource, TransactionAbortedError
 
 log = logging.getLogger(__name__)
 KAFKA_LOG = logging.getLogger("librdkafka")

@@ -1,6 +1,6 @@
 """The archive driver: the daemon's pipeline on archived alerts, writing files instead of topics.
 
-It reads archives with :func:`streams.archive.iter_archive` (observation-time order; the
+It reads archives with :func:`broker_filter.streams.archive.iter_archive` (observation-time order; the
 archive decodes each record once and keeps its bytes for dead-lettering), feeds the same
 :class:`~broker_filter.pipeline.Pipeline` as the Kafka daemon, batch by batch, and writes
 ``classifications.jsonl``, ``novelty.jsonl`` and ``dead_letter.jsonl`` into the output
@@ -21,8 +21,8 @@ from broker_filter.batching import MicroBatcher
 from broker_filter.logging_setup import progress_bar
 from broker_filter.outputs import DeadLetter, Output
 from broker_filter.pipeline import Pipeline
-from streams.archive import iter_archive
-from streams.sinks import JsonlSink
+from broker_filter.streams.archive import iter_archive
+from broker_filter.streams.sinks import JsonlSink
 
 OUTPUT_FILES = {"classification": "classifications.jsonl", "novelty": "novelty.jsonl", "dead_letter": "dead_letter.jsonl"}
 

@@ -15,7 +15,7 @@ same decisions. The arrival of the alert is itself the "something new": each ale
 a new triggering detection.
 
 The light curves handed to the model are the object's bands that qualify, as of the alert's
-time; each is folded with the period of :mod:`model.period_schedule` (the training
+time; each is folded with the period of :mod:`broker_filter.model.period_schedule` (the training
 estimator on a prefix refreshed at every 25% growth, remembered by
 :mod:`broker_filter.periods`).
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from broker_filter.state import ObjectState
-from model.lightcurve import LightCurve
+from broker_filter.model.lightcurve import LightCurve
 
 SECONDS_PER_DAY = 86400.0
 

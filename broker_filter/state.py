@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.lightcurve import LightCurve
-from streams.alert import Alert, Detection
+from broker_filter.model.lightcurve import LightCurve
+from broker_filter.streams.alert import Alert, Detection
 
 FORMAT_VERSION = "1"
 

@@ -41,7 +41,7 @@ from broker_filter.bench.decode import official_payloads
 from pathlib import Path
 payload = official_payloads(Path(sys.argv[1]))[0]
 started = time.perf_counter()
-from streams.codec import AlertDecoder
+from broker_filter.streams.codec import AlertDecoder
 AlertDecoder().decode(payload)
 print(time.perf_counter() - started)
 """
@@ -59,7 +59,7 @@ def official_payloads(sample: Path) -> list[bytes]:
     """Re-frame each record in the official ZTF 4.02 schema, one container per alert."""
     import fastavro
 
-    from streams.schema import ztf_schema
+    from broker_filter.streams.schema import ztf_schema
 
     schema = ztf_schema()
     parsed = fastavro.parse_schema(schema)
@@ -120,7 +120,7 @@ def first_decode_seconds(sample: Path, cache_dir: str | None) -> float:
 def run(args: argparse.Namespace) -> BenchResult:
     import fastavro
 
-    from streams.codec import AlertDecoder
+    from broker_filter.streams.codec import AlertDecoder
 
     payloads = official_payloads(args.sample)
     labels_and_decoders = [

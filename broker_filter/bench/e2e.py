@@ -18,7 +18,7 @@ Three sections, each measured against its baseline in the same run:
   pinned to the same CPUs, on the same alerts.
 
 Variants (the before/after of the period memo, measured in one run): ``current`` is the
-pipeline as shipped (periods by :mod:`model.period_schedule`, remembered by
+pipeline as shipped (periods by :mod:`broker_filter.model.period_schedule`, remembered by
 :class:`broker_filter.periods.PeriodMemo`); ``baseline`` is the behaviour it replaced, kept
 here only as the measured baseline: the period searched on the whole light curve at every
 scoring (:class:`WholeCurvePeriods`).
@@ -128,14 +128,14 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 def _simulate(lightcurves: Path, objects: int, out: Path) -> Path:
-    from streams.simulate import SimulationConfig, simulate
+    from broker_filter.streams.simulate import SimulationConfig, simulate
 
     return simulate(lightcurves, out / "archive", SimulationConfig(max_objects=objects, seed=0)).archive
 
 
 def _payloads(archive: Path) -> list[bytes]:
     """Each alert as it travels on Kafka (a one-record container), in observation-time order."""
-    from streams.archive import iter_archive
+    from broker_filter.streams.archive import iter_archive
 
     return [item.payload for item in iter_archive([archive], order="time") if item.alert is not None]
 
@@ -150,7 +150,7 @@ def _variants(args: argparse.Namespace) -> list[str]:
 
 class WholeCurvePeriods:
     """The baseline variant's periods: none given, so the scorer searches every light curve
-    whole at every scoring (the behaviour before :mod:`model.period_schedule`)."""
+    whole at every scoring (the behaviour before :mod:`broker_filter.model.period_schedule`)."""
 
     def periods(self, lcs, estimate) -> np.ndarray:
         return np.full(len(lcs), np.nan)
@@ -236,7 +236,7 @@ def _bare_decode(payloads: list[bytes]) -> None:
 
 
 def _decoder():
-    from streams.codec import AlertDecoder
+    from broker_filter.streams.codec import AlertDecoder
 
     return AlertDecoder()
 
@@ -293,7 +293,7 @@ class _Topics:
 
 def _kafka_section(archive: Path, args: argparse.Namespace, stack: ExitStack) -> tuple[list[list], dict]:
     """Each variant's daemon on its own topics, filled with the same alerts; the bare loop once."""
-    from streams.local_kafka import LocalKafka
+    from broker_filter.streams.local_kafka import LocalKafka
 
     cores = {int(c) for c in args.cores.split(",")}
     payloads = _payloads(archive)
@@ -317,7 +317,7 @@ def _kafka_variant(
     bootstrap: str, payloads: list[bytes], args: argparse.Namespace, cores: set[int], variant: str,
     bare_rate: float | None, stack: ExitStack,
 ) -> tuple[list[list], dict, float]:
-    from streams.kafka_admin import delete_topics, ensure_topics
+    from broker_filter.streams.kafka_admin import delete_topics, ensure_topics
 
     label = VARIANT_LABELS[variant]
     topics = _Topics.fresh()
@@ -561,7 +561,7 @@ def _state_rates(size: int, points: int) -> tuple[float, dict[str, float], float
     from broker_filter.periods import PeriodMemo, _Entry
     from broker_filter.scoring import ScoringPolicy
     from broker_filter.state import LightCurveStore
-    from model.features import PreprocessConfig
+    from broker_filter.model.features import PreprocessConfig
 
     process = psutil.Process()
     policy = ScoringPolicy(min_points=20, min_interval_s=0.0, bands=("g", "r"), n_min=20)
@@ -610,7 +610,7 @@ def _synthetic_state(index: int, n_history: int):
 
 def _synthetic_alert(index: int, n_history: int, window: int):
     """Alert ``n_history`` of object ``index``: the new detection plus the ``window`` before it, two bands."""
-    from streams.alert import Alert, Detection
+    from broker_filter.streams.alert import Alert, Detection
 
     first = max(0, n_history - window)
     base = (index + 1) * 1_000_000

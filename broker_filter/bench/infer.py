@@ -5,9 +5,9 @@ Light curves: consecutive 200-point windows of the real ASAS-3 light curves in
 larger batches. For each precision and batch size:
 
 * ``served``: ``Scorer.score_batch(batch, periods)`` from a host-resident columnar
-  :class:`~model.lightcurve.LightCurveBatch` in pinned memory (as a loader with
+  :class:`~broker_filter.model.lightcurve.LightCurveBatch` in pinned memory (as a loader with
   ``pin_memory`` delivers it) to host-resident per-object result arrays
-  (:class:`~model.scores.ScoreBatch`): cleaning checks, chunk planning, host-to-device
+  (:class:`~broker_filter.model.scores.ScoreBatch`): cleaning checks, chunk planning, host-to-device
   copies, preprocessing, network, GMM energy and per-object combination all counted. The
   periods are given (the daemon keeps an object's period between alerts); estimating them
   is timed in the stage table and in ``broker-filter bench period``;
@@ -23,7 +23,7 @@ larger batches. For each precision and batch size:
   served rows: numpy ``prepare_batch``, the plain loop below, ``combine_chunks`` over
   string object ids, one ``ObjectScore`` per object;
 * ``plain loop``: the baseline, a straightforward eval loop of the same network on inputs
-  already prepared by the numpy reference (``model.features.prepare_batch``, not timed):
+  already prepared by the numpy reference (``broker_filter.model.features.prepare_batch``, not timed):
   ``torch.from_numpy(...).to(device)``, ``network(...)`` under ``torch.no_grad()`` (and
   ``torch.autocast`` for mixed precision), energy, ``.cpu()``.
 
@@ -63,10 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> BenchResult:
     import torch
 
-    from model.bundle import ModelBundle, resolve_device
-    from model.features import prepare_batch
-    from model.lightcurve import LightCurveBatch
-    from model.serving import Scorer, pin_batch
+    from broker_filter.model.bundle import ModelBundle, resolve_device
+    from broker_filter.model.features import prepare_batch
+    from broker_filter.model.lightcurve import LightCurveBatch
+    from broker_filter.model.serving import Scorer, pin_batch
 
     device = resolve_device(args.device)
     bundle = ModelBundle.load(args.bundle)
@@ -131,7 +131,7 @@ def _windows(data: Path, points: int, count: int):
     A window's period is its whole curve's, from ``periods.csv`` (made by the served
     estimator): the daemon likewise keeps an object's period between alerts.
     """
-    from model.data import LightCurve, load_lightcurve_table, load_period_table
+    from broker_filter.model.data import LightCurve, load_lightcurve_table, load_period_table
 
     table = load_period_table(data / "periods.csv")
     base, base_periods = [], []
@@ -148,7 +148,7 @@ def _plain_loop(scorer, batch, mixed: bool):
     """The baseline: the same network and energy, inputs prepared, no scheduling tricks."""
     import torch
 
-    from model.gmm import energy
+    from broker_filter.model.gmm import energy
 
     network, gmm, device = scorer.network, scorer.gmm, scorer.device
     use_autocast = mixed and device.type == "cuda"
@@ -175,8 +175,8 @@ def _naive_served(scorer, plain, lcs, periods):
     """The whole served job done the straightforward way: what the profile of the first
     design showed (numpy ``prepare_batch``, the plain loop, ``combine_chunks`` over string
     ids, one ``ObjectScore`` per object). The "before" of the served rows."""
-    from model.features import prepare_batch
-    from model.scores import combine_chunks, object_scores
+    from broker_filter.model.features import prepare_batch
+    from broker_filter.model.scores import combine_chunks, object_scores
 
     cfg = scorer.preprocess
 
@@ -228,8 +228,8 @@ def _stages(scorer, lcs, periods, device) -> dict[str, float]:
     """Seconds per stage of one served batch, each stage synchronised (so their sum exceeds the pipelined whole)."""
     import torch
 
-    from model.lightcurve import LightCurveBatch
-    from model.serving import pin_batch, plan_chunks
+    from broker_filter.model.lightcurve import LightCurveBatch
+    from broker_filter.model.serving import pin_batch, plan_chunks
 
     def clock(fn):
         if device.type == "cuda":

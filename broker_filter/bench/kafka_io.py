@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
-    from streams.archive import iter_archive
-    from streams.local_kafka import LocalKafka
+    from broker_filter.streams.archive import iter_archive
+    from broker_filter.streams.local_kafka import LocalKafka
 
     payloads = [(item.payload, item.alert.object_id.encode()) for item in iter_archive([args.alerts], order="file") if item.alert]
     if not payloads:
@@ -83,7 +83,7 @@ def _measure(
     bootstrap: str, messages: list[tuple[bytes, bytes]], rounds: int, partitions: int
 ) -> dict[tuple[str, str], list[Sample]]:
     """(wall, CPU) per (side, stage), one per round; both sides run back to back in each round."""
-    from streams.kafka_admin import delete_topics, ensure_topics
+    from broker_filter.streams.kafka_admin import delete_topics, ensure_topics
 
     filled = f"bench-consume-{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, {filled: partitions})
@@ -140,7 +140,7 @@ def _bare_produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]
 
 
 def _our_produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> Sample:
-    from streams.kafka import KafkaSink
+    from broker_filter.streams.kafka import KafkaSink
 
     sink = KafkaSink(bootstrap, linger_ms=PRODUCER_SETTINGS["linger.ms"])
     clock = _Clock()
@@ -170,7 +170,7 @@ def _bare_consume(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]
 
 
 def _our_consume(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> Sample:
-    from streams.kafka import KafkaSource
+    from broker_filter.streams.kafka import KafkaSource
 
     with KafkaSource(bootstrap, f"bench-{uuid.uuid4().hex}", [topic], client=CONSUMER_SETTINGS) as source:
         clock, received = _Clock(), 0

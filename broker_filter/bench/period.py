@@ -40,13 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--astropy-windows", type=int, default=480, help="windows in astropy's pool (agreement sample)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for astropy's pool")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of ours (median reported)")
-    parser.add_argument("--min-period", type=float, default=None, help="days (default: model.period's)")
-    parser.add_argument("--max-period", type=float, default=None, help="days (default: model.period's)")
+    parser.add_argument("--min-period", type=float, default=None, help="days (default: broker_filter.model.period's)")
+    parser.add_argument("--max-period", type=float, default=None, help="days (default: broker_filter.model.period's)")
 
 
 def run(args: argparse.Namespace) -> BenchResult:
-    from model.data import load_lightcurve_table
-    from model.period import DEFAULT_MAX_PERIOD, DEFAULT_MIN_PERIOD
+    from broker_filter.model.data import load_lightcurve_table
+    from broker_filter.model.period import DEFAULT_MAX_PERIOD, DEFAULT_MIN_PERIOD
 
     search = {
         "min_period": args.min_period or DEFAULT_MIN_PERIOD,
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     ]
     notes = [
         f"{args.points}-point light curves: {len(windows)} consecutive windows of {len({w[0] for w in windows})} ASAS-3 V light curves",
-        f"grid: {search['min_period']} d to {search['max_period']} d, 5 points per peak width (model.period docstring)",
+        f"grid: {search['min_period']} d to {search['max_period']} d, 5 points per peak width (broker_filter.model.period docstring)",
         f"same best frequency (within one grid step) as astropy: {agree_windows[0]}/{agree_windows[1]} windows "
         f"({100 * agree_windows[0] / max(1, agree_windows[1]):.2f}%), {agree_whole[0]}/{agree_whole[1]} whole light "
         f"curves of ASAS-3 and Stripe 82 ({100 * agree_whole[0] / max(1, agree_whole[1]):.2f}%)",
@@ -127,10 +127,10 @@ def _as_arrays(curves) -> tuple[list, list, list]:
 
 
 def _time_ours(curves, search: dict, args: argparse.Namespace, repeats: int | None = None):
-    """Median periods/s of :func:`model.period.best_frequencies` (after one warm-up call)."""
+    """Median periods/s of :func:`broker_filter.model.period.best_frequencies` (after one warm-up call)."""
     import torch
 
-    from model.period import best_frequencies
+    from broker_filter.model.period import best_frequencies
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device))
@@ -151,7 +151,7 @@ def _astropy_best(curve, search: dict) -> float:
     """astropy's best frequency on our grid for one light curve (runs in pool workers too)."""
     from astropy.timeseries import LombScargle
 
-    from model.period import frequency_grid
+    from broker_filter.model.period import frequency_grid
 
     t, y, e = curve
     keep = np.isfinite(t) & np.isfinite(y) & np.isfinite(e) & (e > 0)
@@ -181,7 +181,7 @@ def _astropy_pool(curves, search: dict, workers: int) -> tuple[float, np.ndarray
 
 def _agreement(curves, ours: np.ndarray, theirs: np.ndarray, search: dict) -> tuple[int, int]:
     """(same best frequency within one grid step, curves where astropy found one)."""
-    from model.period import frequency_grid
+    from broker_filter.model.period import frequency_grid
 
     t, _, _ = _as_arrays(curves)
     same = total = 0

@@ -25,12 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from broker_filter.config import ConfigError, load_config
     from broker_filter.preflight import PreflightError, reach_brokers
-    from streams.kafka_config import redact
+    from broker_filter.streams.kafka_config import redact
 
     try:
         config = load_config(args.config)
         if not args.skip_model:
-            from model.bundle import BundleError, ModelBundle
+            from broker_filter.model.bundle import BundleError, ModelBundle
 
             try:
                 bundle = ModelBundle.load(config.inference.bundle or None)

@@ -47,10 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.bundle import BundleError, ModelBundle
-    from model.data import DataError, load_lightcurve_table, load_period_table
-    from model.evaluate import N_POINTS_GRID, EvaluationError
-    from model.train_config import TrainError
+    from broker_filter.model.bundle import BundleError, ModelBundle
+    from broker_filter.model.data import DataError, load_lightcurve_table, load_period_table
+    from broker_filter.model.evaluate import N_POINTS_GRID, EvaluationError
+    from broker_filter.model.train_config import TrainError
 
     try:
         grid = _parse_grid(args.n_points) if args.n_points else N_POINTS_GRID
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     except (BundleError, DataError, EvaluationError, TrainError, ValueError) as error:
         print(f"broker-filter evaluate: {error}", file=sys.stderr)
         return 2
-    from model.report import write_report
+    from broker_filter.model.report import write_report
 
     paths = write_report(metrics, args.out)
     print((Path(args.out) / "summary.md").read_text())
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_bundle(args: argparse.Namespace, bundle, lcs, grid, periods) -> dict:
-    from model.evaluate import evaluate_split, held_out_split
+    from broker_filter.model.evaluate import evaluate_split, held_out_split
 
     split, same_data = held_out_split(bundle, lcs)
     metrics = evaluate_split(bundle, split, device=args.device, periods=periods, seed=args.seed, n_points_grid=grid)
@@ -86,10 +86,10 @@ def _evaluate_bundle(args: argparse.Namespace, bundle, lcs, grid, periods) -> di
 
 
 def _cross_validate(args: argparse.Namespace, bundle, lcs, grid, periods) -> dict:
-    from model.crossval import CrossValidation, aggregate, run_crossval
-    from model.train_config import TrainConfig
+    from broker_filter.model.crossval import CrossValidation, aggregate, run_crossval
+    from broker_filter.model.train_config import TrainConfig
 
-    from model.classes import ClassMapping
+    from broker_filter.model.classes import ClassMapping
 
     recorded = bundle.training.get("config", {}) if bundle is not None else {}
     recipe = TrainConfig.from_dict({**recorded, **_parse_options(args.train_option)})
@@ -114,7 +114,7 @@ def _parse_options(pairs: list[str]) -> dict:
             options[key] = value
     from dataclasses import fields
 
-    from model.train_config import TrainConfig
+    from broker_filter.model.train_config import TrainConfig
 
     unknown = sorted(set(options) - {f.name for f in fields(TrainConfig)})
     if unknown:

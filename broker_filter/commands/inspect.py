@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.archive import iter_archive
+    from broker_filter.streams.archive import iter_archive
 
     failed = False
     try:

@@ -3,7 +3,7 @@
 ``start`` runs in the foreground (Ctrl-C or ``kafka stop`` shuts the broker down cleanly)
 and writes a small JSON state file (bootstrap address, process ids, log file), which
 ``status`` and ``stop`` read. The broker is the one the tests use
-(:class:`streams.local_kafka.LocalKafka`): a single KRaft node on loopback.
+(:class:`broker_filter.streams.local_kafka.LocalKafka`): a single KRaft node on loopback.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from streams.local_kafka import LocalKafka, LocalKafkaError, ScramUser
+    from broker_filter.streams.local_kafka import LocalKafka, LocalKafkaError, ScramUser
 
     running = _read_state(args.state_file)
     if running and _alive(running["cli_pid"]):

@@ -68,10 +68,10 @@ def _kafka_settings(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
 
 def _produce(args: argparse.Namespace) -> int:
     from broker_filter.config import ConfigError
-    from streams.archive import iter_archive
-    from streams.kafka import DeliveryError, KafkaSink, ensure_topics
-    from streams.kafka_admin import TopicError
-    from streams.kafka_config import KafkaConfigError
+    from broker_filter.streams.archive import iter_archive
+    from broker_filter.streams.kafka import DeliveryError, KafkaSink, ensure_topics
+    from broker_filter.streams.kafka_admin import TopicError
+    from broker_filter.streams.kafka_config import KafkaConfigError
 
     try:
         bootstrap, client = _kafka_settings(args)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from broker_filter.pipeline import pipeline_from_config
     from broker_filter.replay import replay
     from broker_filter.state import StateError
-    from model.bundle import BundleError
+    from broker_filter.model.bundle import BundleError
 
     try:
         missing = [source for source in args.sources if not Path(source).exists()]

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from broker_filter.preflight import PreflightError, ensure_output_topics, reach_brokers
     from broker_filter.rekey import Rekeyer
     from broker_filter.state import StateError
-    from model.bundle import BundleError
+    from broker_filter.model.bundle import BundleError
 
     try:
         setup_logging(config.logging, args)

@@ -1,6 +1,6 @@
 """``broker-filter simulate``: a labelled alert archive from archival light curves.
 
-See :mod:`streams.simulate` for what the alerts contain; the true labels go to
+See :mod:`broker_filter.streams.simulate` for what the alerts contain; the true labels go to
 ``labels.csv`` in the output folder (or ``NAME.labels.csv`` beside ``NAME.tar.gz``).
 """
 
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.simulate import SimulationConfig, simulate
+    from broker_filter.streams.simulate import SimulationConfig, simulate
 
     band_map = dict(pair.split("=", 1) for pair in args.band_map.split(",")) if args.band_map else None
     cfg = SimulationConfig(

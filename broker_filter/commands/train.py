@@ -3,7 +3,7 @@
 Options keep the paper's names (Tsang & Schultz 2019: ``--model_type --size --num_layers
 --embedding --drop_frac --n_min --n_max --period_fold --batch_size --nb_epoch --lr --gmm_on
 --lambda1 --num_classes --estnet_size --estnet_drop_frac --cls_epoch --class_prob
---ss_resid``); defaults are :class:`model.train.TrainConfig`'s. Data: the project's table
+--ss_resid``); defaults are :class:`broker_filter.model.train.TrainConfig`'s. Data: the project's table
 layout (``--data``, default the repository's ``data/lightcurves``), ASAS-3 ``.dat`` files
 and/or an ASAS-SN Variable Stars Database export, all together.
 """
@@ -20,7 +20,7 @@ REPO_DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from model.train_config import TrainConfig
+    from broker_filter.model.train_config import TrainConfig
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     parser = subparsers.add_parser(
@@ -68,11 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.classes import ClassMapping, MappingError
-    from model.data import DataError, load_period_table, save_period_table
-    from model.features import PreprocessError
-    from model.train import labelled, train
-    from model.train_config import TrainConfig, TrainError
+    from broker_filter.model.classes import ClassMapping, MappingError
+    from broker_filter.model.data import DataError, load_period_table, save_period_table
+    from broker_filter.model.features import PreprocessError
+    from broker_filter.model.train import labelled, train
+    from broker_filter.model.train_config import TrainConfig, TrainError
 
     try:
         mapping = ClassMapping.from_file(args.mapping) if args.mapping else ClassMapping()
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from model.data import DataError, load_asas3_dat, load_asassn, load_lightcurve_table
+    from broker_filter.model.data import DataError, load_asas3_dat, load_asassn, load_lightcurve_table
 
     lcs = []
     if args.data is not None:
@@ -120,7 +120,7 @@ def _load(args: argparse.Namespace):
 def _asas3_labels(path: Path) -> tuple[dict[str, str], dict[str, float]]:
     import pandas as pd
 
-    from model.data import DataError
+    from broker_filter.model.data import DataError
 
     try:
         table = pd.read_csv(path, dtype={"object_id": str, "survey_class": str})
@@ -137,7 +137,7 @@ def _asas3_labels(path: Path) -> tuple[dict[str, str], dict[str, float]]:
 
 def _fill_periods(lcs, cfg, periods: dict) -> None:
     """Estimate (once) the periods the table lacks, so later runs and evaluation reuse them."""
-    from model.features import resolve_periods
+    from broker_filter.model.features import resolve_periods
 
     missing = [lc for lc in lcs if (lc.object_id, lc.band) not in periods]
     if missing:

@@ -1,7 +1,7 @@
 """Alert payloads in the real survey schemas, built from a simulated labelled stream.
 
 Every malformed input and fuzz case starts from a valid alert: a record written by
-:func:`streams.simulate.simulate` from the repository's real light curves, in the ZTF 4.02
+:func:`broker_filter.streams.simulate.simulate` from the repository's real light curves, in the ZTF 4.02
 or Rubin lsst.v10 schema, then altered in one way. Starting from valid records is what
 lets a mutation reach deep code (the converters, the state merge) rather than failing at
 the first byte.
@@ -19,8 +19,8 @@ from typing import Any
 
 import fastavro
 
-from streams.avro_frame import MAGIC, write_long
-from streams.simulate import SimulationConfig, simulate
+from broker_filter.streams.avro_frame import MAGIC, write_long
+from broker_filter.streams.simulate import SimulationConfig, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 LIGHTCURVES = REPO / "data" / "lightcurves"

@@ -19,7 +19,7 @@ seed so that ``case(seed)`` reproduces it):
 
 * :meth:`AlertDecoder.decode` returns an :class:`Alert` or raises :class:`DecodeError`
   with a reason from ``DecodeError.REASONS``, nothing else;
-* a decoded alert keeps the contract of :mod:`streams.alert`: detections sorted by time,
+* a decoded alert keeps the contract of :mod:`broker_filter.streams.alert`: detections sorted by time,
   unique ids, the trigger among them, finite times;
 * :meth:`LightCurveStore.merge` never raises, keeps every band sorted, unique, finite, with
   positive errors and within ``max_points_per_object``; merging the alert again adds
@@ -50,8 +50,8 @@ from broker_filter.reliability.craft import (
 )
 from broker_filter.scoring import ScoringPolicy
 from broker_filter.state import LightCurveStore
-from streams.alert import Alert, DecodeError
-from streams.codec import AlertDecoder
+from broker_filter.streams.alert import Alert, DecodeError
+from broker_filter.streams.codec import AlertDecoder
 
 DEPTHS = ("container", "block", "schemaless", "record")
 INTERESTING_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
@@ -222,7 +222,7 @@ def _snapshot(state) -> dict[str, bytes]:
 
 
 def check_alert(alert: Alert) -> None:
-    """The :mod:`streams.alert` contract; raises AssertionError naming the broken clause."""
+    """The :mod:`broker_filter.streams.alert` contract; raises AssertionError naming the broken clause."""
     ids = [d.detection_id for d in alert.detections]
     times = [d.time for d in alert.detections]
     if len(set(ids)) != len(ids):

@@ -318,7 +318,7 @@ def produce(bootstrap: str, topic: str, payloads: Iterable[bytes], keys: Iterabl
     """Send every payload (at ``rate`` messages/s when given); returns each one's (partition, offset)."""
     from confluent_kafka import Producer
 
-    from streams.kafka_config import for_role
+    from broker_filter.streams.kafka_config import for_role
 
     producer = Producer({**for_role(client or {}, "producer"), "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, "log_level": 0,
                          "message.max.bytes": message_max_bytes})

@@ -85,7 +85,7 @@ def _fuzz(args: argparse.Namespace) -> int:
 def _kafka_scenario(args: argparse.Namespace, workdir: Path) -> int:
     from broker_filter.reliability.harness import Deployment
     from broker_filter.reliability.scenarios import DAEMON_SECTIONS, labelled_stream
-    from streams.local_kafka import LocalKafka
+    from broker_filter.streams.local_kafka import LocalKafka
 
     sections = {**DAEMON_SECTIONS, "scoring": {"min_points": args.min_points}}
     sections["inference"] = {**DAEMON_SECTIONS["inference"], "queue_max": args.queue_max}
@@ -96,7 +96,7 @@ def _kafka_scenario(args: argparse.Namespace, workdir: Path) -> int:
         _progress(f"broker {broker.bootstrap} (log {broker.log_file})")
         name = f"reliability-{args.scenario}-{args.seed}-{time.time_ns() % 10**8}"
         if args.scenario == "overload":
-            from streams.local_kafka import free_port
+            from broker_filter.streams.local_kafka import free_port
 
             outcome = _overload(args, Deployment.named(broker.bootstrap, name), stream, workdir, sections, free_port)
         else:

@@ -82,8 +82,8 @@ class Outcome:
 def labelled_stream(out_dir: Path, *, objects: int, seed: int, garbage_every: int = 0,
                     classes: tuple[str, ...] = ("RRab", "RRc", "SNIa")) -> Stream:
     """Simulated labelled ZTF alerts in time order (keyed by object id), with a garbage message every ``garbage_every``."""
-    from streams.archive import iter_archive
-    from streams.simulate import SimulationConfig, simulate
+    from broker_filter.streams.archive import iter_archive
+    from broker_filter.streams.simulate import SimulationConfig, simulate
 
     archive = out_dir / "alerts"
     simulate(Path(__file__).resolve().parents[2] / "data" / "lightcurves", archive,
@@ -179,7 +179,7 @@ def _diff(expected: dict[str, Any], got: dict[str, Any]) -> str:
 
 
 def create_topics(deployment: Deployment, partitions: int, input_config: Mapping[str, str] | None = None) -> None:
-    from streams.kafka_admin import ensure_topics
+    from broker_filter.streams.kafka_admin import ensure_topics
 
     ensure_topics(deployment.bootstrap, {deployment.input_topic: partitions}, client=deployment.client, config=input_config)
     ensure_topics(deployment.bootstrap, {t: partitions for t in deployment.output_topics}, client=deployment.client)

@@ -4,7 +4,7 @@ One real star per class, the one with the most observations in its first WINDOW_
 the eight classes the model knows (SR, M, RRAB, RRCD, ECL, CEPH, DSCT, ROT, through their
 ASAS-3 / Stripe 82 survey classes) and two it was never trained on (RCB, Beta_Cephei).
 The window keeps the archive small and its replay quick on a CPU. The stars' photometry
-becomes ZTF 4.02 alerts with ``streams.simulate`` (V -> g), one alert per detection with 30
+becomes ZTF 4.02 alerts with ``broker_filter.streams.simulate`` (V -> g), one alert per detection with 30
 days of history; the container files are then re-written with the deflate codec (7x smaller).
 
     python data/demo/make_demo_archive.py
@@ -18,7 +18,7 @@ from pathlib import Path
 import fastavro
 import pandas as pd
 
-from streams.simulate import SimulationConfig, simulate
+from broker_filter.streams.simulate import SimulationConfig, simulate
 
 HERE = Path(__file__).resolve().parent
 LIGHTCURVES = HERE.parent / "lightcurves"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker_filter.config import Config, config_from_mapping
-from streams.archive import iter_archive
+from broker_filter.streams.archive import iter_archive
 
 REPO = Path(__file__).resolve().parents[2]
 LIGHTCURVES = REPO / "data" / "lightcurves"
@@ -194,16 +194,16 @@ def assert_matches_offline(archive: Path, records: Iterable[dict], bundle) -> fl
     The light curves are rebuilt here from the archive's detections (all alerts of the
     object, usable points observed up to the record's alert, the bands it used), without
     the daemon's state code or its period memo, folded with the periods of the serving
-    rule (:func:`model.period_schedule.scheduled_periods`, no memo) and scored in one pass
+    rule (:func:`broker_filter.model.period_schedule.scheduled_periods`, no memo) and scored in one pass
     of the simple reference network (``bundle.chunk_outputs``).
     Returns the fraction of scorings flagged novel (equal, then, to the offline rate).
     """
     import numpy as np
 
-    from model.data import LightCurve
-    from model.features import prepare_batch
-    from model.period_schedule import scheduled_periods
-    from model.scores import combine_chunks, object_scores
+    from broker_filter.model.data import LightCurve
+    from broker_filter.model.features import prepare_batch
+    from broker_filter.model.period_schedule import scheduled_periods
+    from broker_filter.model.scores import combine_chunks, object_scores
 
     points: dict[tuple[str, str], dict[int, tuple[float, float, float]]] = {}
     for item in iter_archive([archive], order="file"):

@@ -1,6 +1,6 @@
 """Fixtures for the daemon's tests: a labelled alert stream, its replay outputs, Kafka topics.
 
-The stream is simulated (``streams.simulate``) from a few of the repository's real labelled
+The stream is simulated (``broker_filter.streams.simulate``) from a few of the repository's real labelled
 light curves (``data/lightcurves``, see ``bf_support.STREAM_STARS``) in the real ZTF 4.02
 schema, so every test runs on a user's clone. The model is the packaged default bundle
 (``[inference] bundle`` empty), or the one named by ``$BROKER_FILTER_INFERENCE_BUNDLE``, the
@@ -19,8 +19,8 @@ from broker_filter.inference import Inferencer
 from broker_filter.metrics import Metrics
 from broker_filter.pipeline import pipeline_from_config
 from broker_filter.replay import replay
-from streams.archive import iter_archive
-from streams.simulate import SimulationConfig, simulate
+from broker_filter.streams.archive import iter_archive
+from broker_filter.streams.simulate import SimulationConfig, simulate
 
 
 @pytest.fixture(scope="session")

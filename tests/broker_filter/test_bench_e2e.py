@@ -19,7 +19,7 @@ from hypothesis.extra.numpy import arrays
 from broker_filter.bench import e2e
 from broker_filter.periods import PeriodMemo
 from broker_filter.state import LightCurveStore, _absent
-from streams.archive import iter_archive
+from broker_filter.streams.archive import iter_archive
 
 ZTF_SAMPLES = Path(__file__).resolve().parents[2] / "data" / "alerts" / "ztf"
 ids = arrays(np.int64, st.integers(0, 40), elements=st.integers(-(2**62), 2**62))

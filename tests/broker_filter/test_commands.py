@@ -12,7 +12,7 @@ import pytest
 from bf_support import REPO, assert_same_records, consume_all, produce, read_jsonl
 
 from broker_filter.outputs import decode
-from streams.kafka_config import redact
+from broker_filter.streams.kafka_config import redact
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

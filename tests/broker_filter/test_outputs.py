@@ -6,7 +6,7 @@ import fastavro
 import pytest
 
 from broker_filter.outputs import DeadLetter, ModelIdentity, classification_record, decode, encode, novelty_record
-from streams.alert import Alert, DecodeError, Detection
+from broker_filter.streams.alert import Alert, DecodeError, Detection
 
 MODEL = ModelIdentity("0123456789abcdef", "0.1.0", "p95", 12.5)
 ALERT = Alert("ZTF18aaaaaaa", 42, "ztf", "4.02", 7, (Detection(7, 60000.5, "g", 15.0, 0.05),))

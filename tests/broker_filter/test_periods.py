@@ -14,10 +14,10 @@ from broker_filter.metrics import Metrics
 from broker_filter.periods import PeriodMemo
 from broker_filter.pipeline import pipeline_from_config
 from broker_filter.replay import replay
-from model.data import load_lightcurve_table
-from model.features import PreprocessConfig, resolve_periods
-from model.lightcurve import LightCurve
-from model.period_schedule import next_step, period_points, period_prefix, scheduled_periods
+from broker_filter.model.data import load_lightcurve_table
+from broker_filter.model.features import PreprocessConfig, resolve_periods
+from broker_filter.model.lightcurve import LightCurve
+from broker_filter.model.period_schedule import next_step, period_points, period_prefix, scheduled_periods
 
 LIGHTCURVES = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 CFG = PreprocessConfig()  # n_min 20

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker_filter.commands import produce
-from streams.kafka import KafkaSource, delete_topics, ensure_topics
+from broker_filter.streams.kafka import KafkaSource, delete_topics, ensure_topics
 
 ALERTS = Path(__file__).resolve().parents[2] / "data" / "alerts"
 needs_alerts = pytest.mark.skipif(not ALERTS.is_dir(), reason="data/alerts (the committed sample alerts) is not in this checkout")

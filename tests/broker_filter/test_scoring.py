@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from broker_filter.scoring import ScoringPolicy, policy_bands
 from broker_filter.state import LightCurveStore
-from streams.alert import Alert, Detection
+from broker_filter.streams.alert import Alert, Detection
 
 
 def _state(points_g: int, points_r: int = 0):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from broker_filter.state import LightCurveStore
-from streams.alert import Alert, Detection
+from broker_filter.streams.alert import Alert, Detection
 
 
 def _alert(object_id: str, alert_id: int, points: list[tuple[int, float, str]], survey: str = "ztf") -> Alert:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from broker_filter.commands import train as train_command
-from model.bundle import ModelBundle
+from broker_filter.model.bundle import ModelBundle
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "lightcurves"

@@ -31,8 +31,8 @@ def _copied_sources() -> list[str]:
 def _runtime_files() -> list[str]:
     """Files the daemon reads from its installed packages, as they lie in the repository:
     every Avro schema, and the default bundle's manifest and weights."""
-    patterns = ["broker_filter/schemas/**/*.avsc", "streams/schemas/**/*.avsc",
-                "model/bundles/default/bundle.json", "model/bundles/default/*.safetensors"]
+    patterns = ["broker_filter/schemas/**/*.avsc", "broker_filter/streams/schemas/**/*.avsc",
+                "broker_filter/model/bundles/default/bundle.json", "broker_filter/model/bundles/default/*.safetensors"]
     return sorted(str(p.relative_to(REPO)) for pattern in patterns for p in REPO.glob(pattern) if p.is_file())
 
 
@@ -58,7 +58,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 def test_the_image_installs_every_schema_and_the_default_bundle(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     needed = _runtime_files()
-    assert any(name.startswith("streams/schemas/") for name in needed)
+    assert any(name.startswith("broker_filter/streams/schemas/") for name in needed)
     missing = [path for path in needed if path not in names]
     assert not missing, f"pip install . leaves out {missing}: add them to [tool.setuptools.package-data]"
 

@@ -17,8 +17,8 @@ import pytest
 from deploy_helpers import DEPLOY, METRIC_CONTRACT, REPO, PrometheusServer, exposed_families, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.archive import iter_archive
-from streams.simulate import SimulationConfig, simulate
+from broker_filter.streams.archive import iter_archive
+from broker_filter.streams.simulate import SimulationConfig, simulate
 
 pytestmark = pytest.mark.kafka
 

@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka_admin import ensure_topics
-from streams.local_kafka import LocalKafka, LocalKafkaError, cache_dir, provision
+from broker_filter.streams.kafka_admin import ensure_topics
+from broker_filter.streams.local_kafka import LocalKafka, LocalKafkaError, cache_dir, provision
 
 pytestmark = pytest.mark.kafka
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.baselines import (
+from broker_filter.model.baselines import (
     FeatureRows,
     fit_isolation_forest,
     fit_random_forest,
@@ -16,7 +16,7 @@ from model.baselines import (
     isolation_object_scores,
     lightcurve_features,
 )
-from model.data import load_lightcurve_table
+from broker_filter.model.data import load_lightcurve_table
 
 EVAL_DATA = Path(__file__).resolve().parents[1] / "data" / "lightcurves_eval"
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.bundle import DEFAULT_BUNDLE_DIR, MANIFEST_FILE, WEIGHTS_FILE, BundleError, ModelBundle
-from model.classes import ClassMapping
-from model.data import LightCurve, load_lightcurve_table
-from model.features import PreprocessConfig, prepare_batch
-from model.gmm import fit_gmm
-from model.network import AutoencoderGMM, NetworkConfig
+from broker_filter.model.bundle import DEFAULT_BUNDLE_DIR, MANIFEST_FILE, WEIGHTS_FILE, BundleError, ModelBundle
+from broker_filter.model.classes import ClassMapping
+from broker_filter.model.data import LightCurve, load_lightcurve_table
+from broker_filter.model.features import PreprocessConfig, prepare_batch
+from broker_filter.model.gmm import fit_gmm
+from broker_filter.model.network import AutoencoderGMM, NetworkConfig
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "lightcurves"

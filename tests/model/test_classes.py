@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model.classes import ClassMapping, MappingError
+from broker_filter.model.classes import ClassMapping, MappingError
 
 
 def test_default_is_the_papers_eight_classes():

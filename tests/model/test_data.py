@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.data import (
+from broker_filter.model.data import (
     DataError,
     LightCurve,
     lightcurves_digest,

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.crossval import aggregate, fold_assignment
-from model.data import load_lightcurve_table
-from model.evaluate import EvalObject, _first_detections, group_objects, held_out_split
-from model.metrics import classification_metrics, combine_by_owner, novelty_metrics, percentile_thresholds
+from broker_filter.model.crossval import aggregate, fold_assignment
+from broker_filter.model.data import load_lightcurve_table
+from broker_filter.model.evaluate import EvalObject, _first_detections, group_objects, held_out_split
+from broker_filter.model.metrics import classification_metrics, combine_by_owner, novelty_metrics, percentile_thresholds
 
 EVAL_DATA = Path(__file__).resolve().parents[1] / "data" / "lightcurves_eval"
 
@@ -72,7 +72,7 @@ def curves():
 
 
 def test_group_objects_maps_classes_and_novelty_sets(curves):
-    from model.classes import ClassMapping
+    from broker_filter.model.classes import ClassMapping
 
     objects = group_objects(curves, ClassMapping(), bands=("V", "g", "R"))
     by_id = {obj.object_id: obj for obj in objects}
@@ -84,7 +84,7 @@ def test_group_objects_maps_classes_and_novelty_sets(curves):
 
 
 def test_fold_assignment_is_stratified(curves):
-    from model.classes import ClassMapping
+    from broker_filter.model.classes import ClassMapping
 
     objects = group_objects(curves, ClassMapping(), bands=None)
     assignment = fold_assignment(objects, folds=4, seed=0)
@@ -110,8 +110,8 @@ def test_first_detections_follow_time_across_bands(curves):
 
 
 def test_known_periods_are_used_and_only_missing_ones_estimated(curves):
-    from model.features import PreprocessConfig, resolve_periods
-    from model.evaluate import periods_of
+    from broker_filter.model.features import PreprocessConfig, resolve_periods
+    from broker_filter.model.evaluate import periods_of
 
     config = PreprocessConfig()
     some = [lc for lc in curves if len(lc) >= 50][:3]
@@ -134,7 +134,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory, curves, one_torch_thread):
-    from model.train import TrainConfig, train
+    from broker_filter.model.train import TrainConfig, train
 
     config = TrainConfig(size=8, num_layers=1, embedding=4, nb_epoch=2, batch_size=32, val_frac=0.25,
                          quiet=True, device="cpu")
@@ -145,7 +145,7 @@ def tiny_bundle(tmp_path_factory, curves, one_torch_thread):
 
 @pytest.mark.slow
 def test_held_out_split_reproduces_the_bundles_own_split(tiny_bundle, curves):
-    from model.bundle import ModelBundle
+    from broker_filter.model.bundle import ModelBundle
 
     bundle = ModelBundle.load(tiny_bundle)
     split, same_data = held_out_split(bundle, curves)

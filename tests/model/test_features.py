@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import LightCurve, load_lightcurve_table, load_period_table
-from model.features import (
+from broker_filter.model.data import LightCurve, load_lightcurve_table, load_period_table
+from broker_filter.model.features import (
     PreparedBatch,
     PreprocessConfig,
     PreprocessError,

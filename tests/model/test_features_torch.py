@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import load_lightcurve_table, load_period_table
-from model.features import PreprocessConfig, chunk_layout, prepare_batch, prepare_chunks
-from model.lightcurve import LightCurveBatch
+from broker_filter.model.data import load_lightcurve_table, load_period_table
+from broker_filter.model.features import PreprocessConfig, chunk_layout, prepare_batch, prepare_chunks
+from broker_filter.model.lightcurve import LightCurveBatch
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from model.gmm import COVARIANCE_EPS, GMMParameters, energy, fit_gmm
+from broker_filter.model.gmm import COVARIANCE_EPS, GMMParameters, energy, fit_gmm
 
 
 def _random_case(seed: int, n: int = 60, d: int = 3, k: int = 2):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import load_lightcurve_table
-from model.lightcurve import DataError, LightCurve, LightCurveBatch
+from broker_filter.model.data import load_lightcurve_table
+from broker_filter.model.lightcurve import DataError, LightCurve, LightCurveBatch
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.gmm import energy, fit_gmm
-from model.network import AutoencoderGMM, NetworkConfig, reconstruction_features
+from broker_filter.model.gmm import energy, fit_gmm
+from broker_filter.model.network import AutoencoderGMM, NetworkConfig, reconstruction_features
 
 
 def _inputs(n: int = 5, steps: int = 30, seed: int = 0):

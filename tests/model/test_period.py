@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.timeseries import LombScargle
 
-from model.data import load_lightcurve_table
-from model.period import FFT_OVERSAMPLING, best_frequencies, estimate_period, estimate_periods, frequency_grid
+from broker_filter.model.data import load_lightcurve_table
+from broker_filter.model.period import FFT_OVERSAMPLING, best_frequencies, estimate_period, estimate_periods, frequency_grid
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 #: RR Lyrae pulsate with 0.2-1 d periods: a search from 0.2 d keeps the tests fast (the

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import model.serving
-from model.bundle import ModelBundle
-from model.data import LightCurve, load_lightcurve_table, load_period_table
-from model.lightcurve import LightCurveBatch
-from model.serving import Scorer, pin_batch
+import broker_filter.model.serving
+from broker_filter.model.bundle import ModelBundle
+from broker_filter.model.data import LightCurve, load_lightcurve_table, load_period_table
+from broker_filter.model.lightcurve import LightCurveBatch
+from broker_filter.model.serving import Scorer, pin_batch
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -80,7 +80,7 @@ def test_slices_threads_and_batches_do_not_change_scores(bundle, many, monkeypat
     batch = LightCurveBatch.from_lightcurves(lcs)
     with Scorer(bundle, device="cpu", workers=1) as scorer:
         whole = scorer.score_batch(batch, periods).object_scores()
-    monkeypatch.setattr(model.serving, "CPU_SLICE", 7)
+    monkeypatch.setattr(broker_filter.model.serving, "CPU_SLICE", 7)
     with Scorer(bundle, device="cpu", workers=3, max_batch=50) as scorer:
         sliced = scorer.score_batch(batch, periods).object_scores()
     _assert_same_scores(sliced, whole, rtol=1e-5)
@@ -121,7 +121,7 @@ def test_cuda_scorer_equals_cpu_reference(bundle, many, mixed, monkeypatch):
     batch = pin_batch(LightCurveBatch.from_lightcurves(lcs))
     with Scorer(bundle, device="cuda", mixed_precision=mixed) as scorer:
         graphed = scorer.score_batch(batch, periods).object_scores()  # under GRAPH_MAX_CHUNKS: CUDA graph
-        monkeypatch.setattr(model.serving, "GRAPH_MAX_CHUNKS", 0)
+        monkeypatch.setattr(broker_filter.model.serving, "GRAPH_MAX_CHUNKS", 0)
         eager = scorer.score(lcs, periods)
     if mixed:  # float16 moves energies by up to a few percent: most verdicts, not all, must agree
         _assert_mostly_same(graphed, eager)

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.bundle import ModelBundle
-from model.classes import ClassMapping
-from model.data import LightCurve, load_lightcurve_table, load_period_table
-from model.train import CHECKPOINT_DIR, LOG_FILE, _Run, stratified_split, train
-from model.train_config import TrainConfig, TrainError
+from broker_filter.model.bundle import ModelBundle
+from broker_filter.model.classes import ClassMapping
+from broker_filter.model.data import LightCurve, load_lightcurve_table, load_period_table
+from broker_filter.model.train import CHECKPOINT_DIR, LOG_FILE, _Run, stratified_split, train
+from broker_filter.model.train_config import TrainConfig, TrainError
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 PER_CLASS = 4
@@ -120,8 +120,8 @@ def test_no_labelled_data_is_a_clear_error(tmp_path):
 
 
 def test_smoothness_residual_separates_a_folded_star_from_noise():
-    from model.features import PreprocessConfig, prepare_batch
-    from model.train import smoothness_residual
+    from broker_filter.model.features import PreprocessConfig, prepare_batch
+    from broker_filter.model.train import smoothness_residual
 
     star = load_lightcurve_table(DATA, sources=["sdss_s82_rrlyrae_sesar2010"], bands=["g"])[0]
     scrambled = LightCurve("noise", "g", star.time, np.random.default_rng(0).permutation(star.mag), star.mag_err, star.period)

@@ -15,7 +15,7 @@ import pytest
 
 from broker_filter.reliability.craft import SeedAlerts, simulate_seeds
 from broker_filter.reliability.harness import Deployment
-from streams.kafka_admin import delete_topics
+from broker_filter.streams.kafka_admin import delete_topics
 
 
 @pytest.fixture(scope="session")

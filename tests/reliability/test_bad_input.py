@@ -15,7 +15,7 @@ from broker_filter.reliability.bad_input import (
 from broker_filter.reliability.harness import DaemonProcess, OutputWatcher, produce, scrape, write_config
 from broker_filter.reliability.scenarios import create_topics
 from broker_filter.outputs import decode
-from streams.local_kafka import free_port
+from broker_filter.streams.local_kafka import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -81,6 +81,6 @@ def test_every_bad_input_is_dead_lettered_or_handled_and_the_daemon_goes_on(kafk
 
 
 def _objects_of(case) -> set[str]:
-    from streams.codec import AlertDecoder
+    from broker_filter.streams.codec import AlertDecoder
 
     return {AlertDecoder().decode(p).object_id for p in case.payloads}

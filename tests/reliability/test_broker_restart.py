@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from broker_filter.reliability.scenarios import DAEMON_SECTIONS, broker_restart_run, labelled_stream, reference_run
-from streams.kafka import KafkaSink, KafkaSource
+from broker_filter.streams.kafka import KafkaSink, KafkaSource
 
 pytestmark = pytest.mark.kafka
 

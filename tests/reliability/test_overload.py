@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from broker_filter.reliability.scenarios import DAEMON_SECTIONS, labelled_stream, overload_run
-from streams.local_kafka import free_port
+from broker_filter.streams.local_kafka import free_port
 
 pytestmark = pytest.mark.kafka
 

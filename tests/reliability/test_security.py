@@ -15,8 +15,8 @@ import pytest
 from broker_filter.config import config_from_mapping
 from broker_filter.metrics import Metrics
 from broker_filter.reliability.harness import Deployment, write_config
-from model.bundle import DEFAULT_BUNDLE_DIR
-from streams.local_kafka import free_port
+from broker_filter.model.bundle import DEFAULT_BUNDLE_DIR
+from broker_filter.streams.local_kafka import free_port
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def _scram_config(broker, tmp_path, client: dict[str, str]):
-    from streams.kafka_admin import ensure_topics
+    from broker_filter.streams.kafka_admin import ensure_topics
 
     deployment = Deployment.named(broker.sasl_bootstrap, f"scram-{time.monotonic_ns()}", client)
     ensure_topics(broker.bootstrap, {deployment.input_topic: 1})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from broker_filter.state import LightCurveStore
-from streams.alert import Alert, Detection
+from broker_filter.streams.alert import Alert, Detection
 
 
 def _alert(object_id: str, alert_id: int, times: list[float], first_id: int) -> Alert:

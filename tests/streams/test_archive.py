@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from streams.archive import iter_archive
-from streams.codec import AlertDecoder
+from broker_filter.streams.archive import iter_archive
+from broker_filter.streams.codec import AlertDecoder
 
 
 def _single_alert_files(sample_files):

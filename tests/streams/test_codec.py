@@ -10,11 +10,11 @@ import struct
 import fastavro
 import pytest
 
-from streams import avro_frame
-from streams.alert import Alert, DecodeError
-from streams.codec import AlertDecoder, detection_arrays, from_record
-from streams.schema import reader_schema, rubin_schema, ztf_schema
-from streams.ztf import dc_magnitude
+from broker_filter.streams import avro_frame
+from broker_filter.streams.alert import Alert, DecodeError
+from broker_filter.streams.codec import AlertDecoder, detection_arrays, from_record
+from broker_filter.streams.schema import reader_schema, rubin_schema, ztf_schema
+from broker_filter.streams.ztf import dc_magnitude
 
 
 def _records(path):

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams import avro_frame
-from streams.alert import Alert, DecodeError
-from streams.avro_program import Unsupported, compile_program
-from streams.codec import AlertDecoder
-from streams.fastdecode import FastReader
-from streams.schema import reader_schema, rubin_schema, ztf_schema
+from broker_filter.streams import avro_frame
+from broker_filter.streams.alert import Alert, DecodeError
+from broker_filter.streams.avro_program import Unsupported, compile_program
+from broker_filter.streams.codec import AlertDecoder
+from broker_filter.streams.fastdecode import FastReader
+from broker_filter.streams.schema import reader_schema, rubin_schema, ztf_schema
 
 settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=3000, deadline=None)
@@ -241,7 +241,7 @@ def test_mutated_alerts_decode_alike(which, mutations, cut):
 
 
 def test_without_numba_the_decoder_falls_back_to_fastavro(monkeypatch, sample_files):
-    import streams.codec as codec
+    import broker_filter.streams.codec as codec
 
     monkeypatch.setattr(codec, "_fast_reader_class", lambda: None)  # what a failed numba import returns
     path = next(p for p in sample_files if p.name.startswith("2019_01_10"))

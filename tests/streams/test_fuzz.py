@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.alert import DecodeError
-from streams.codec import AlertDecoder
+from broker_filter.streams.alert import DecodeError
+from broker_filter.streams.codec import AlertDecoder
 
 settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=3000, deadline=None)
@@ -17,7 +17,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SAMPLE = (Path(__file__).resolve().parents[2] / "data" / "alerts" / "ztf" / "472263571115115000.avro").read_bytes()
 DECODER = AlertDecoder()
-SCHEMALESS = AlertDecoder(schema=DECODER.schema_for_text(__import__("streams.avro_frame", fromlist=["x"]).read_header(SAMPLE).schema_json).raw)
+SCHEMALESS = AlertDecoder(schema=DECODER.schema_for_text(__import__("broker_filter.streams.avro_frame", fromlist=["x"]).read_header(SAMPLE).schema_json).raw)
 
 
 def _decode_or_error(decoder: AlertDecoder, payload: bytes) -> None:

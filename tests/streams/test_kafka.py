@@ -12,7 +12,7 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from streams.kafka import (
+from broker_filter.streams.kafka import (
     AvroEncoder,
     DeliveryError,
     FatalProducerError,
@@ -23,7 +23,7 @@ from streams.kafka import (
     ensure_topics,
     offsets_after,
 )
-from streams.local_kafka import LocalKafka
+from broker_filter.streams.local_kafka import LocalKafka
 
 ALERTS = Path(__file__).resolve().parents[2] / "data" / "alerts"
 
@@ -265,8 +265,8 @@ def test_scram_credentials_pass_through_with_the_password_from_a_file(scram_kafk
 @pytest.mark.kafka
 @pytest.mark.skipif(not ALERTS.is_dir(), reason="data/alerts (the committed sample alerts) is not in this checkout")
 def test_real_sample_alerts_survive_the_broker(kafka_bootstrap, kafka_topic_factory) -> None:
-    from streams.archive import iter_archive
-    from streams.codec import AlertDecoder
+    from broker_filter.streams.archive import iter_archive
+    from broker_filter.streams.codec import AlertDecoder
 
     items = [item for item in iter_archive([ALERTS], order="file") if item.alert is not None]
     assert len(items) >= 20

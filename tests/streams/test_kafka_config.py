@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.kafka_config import KafkaConfigError, client_config, redact
+from broker_filter.streams.kafka_config import KafkaConfigError, client_config, redact
 
 
 def test_password_comes_from_a_file_without_its_newline(tmp_path) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streams.archive import iter_archive
-from streams.simulate import SimulationConfig, labels_path, simulate
+from broker_filter.streams.archive import iter_archive
+from broker_filter.streams.simulate import SimulationConfig, labels_path, simulate
 
 
 @pytest.mark.parametrize("survey,out_name", [("ztf", "night.tar.gz"), ("lsst", "folder")])

@@ -7,7 +7,7 @@ import json
 import fastavro
 import pyarrow.parquet as pq
 
-from streams.sinks import AvroSink, JsonlSink, ParquetSink, Sink
+from broker_filter.streams.sinks import AvroSink, JsonlSink, ParquetSink, Sink
 
 RECORDS = [{"object_id": f"ZTF{i}", "score": i / 3, "flag": i % 2 == 0} for i in range(5)]
 SCHEMA = {"type": "record", "name": "out", "fields": [
