@@ -22,6 +22,7 @@ COMMANDS = (
     "simulate",
     "train",
     "evaluate",
+    "split",
     "replay",
     "run",
     "check",

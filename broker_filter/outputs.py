@@ -6,10 +6,10 @@ and third:
 ==================  ==========================================  ==================================
 topic               record                                      when
 ==================  ==========================================  ==================================
-classification      ``Classification`` (classification_v1)     every alert that decoded: status
+classification      ``Classification`` (classification_v2)     every alert that decoded: status
                                                                 ``scored``, ``below_minimum`` or
                                                                 ``throttled``
-novelty             ``Novelty`` (novelty_v1)                    scored and flagged novel (a copy
+novelty             ``Novelty`` (novelty_v2)                    scored and flagged novel (a copy
                                                                 of the classification's content)
 dead-letter         the original bytes; headers ``reason``,     the alert did not decode
                     ``detail``, ``origin``
@@ -40,7 +40,7 @@ import fastavro
 from broker_filter.streams.alert import Alert, DecodeError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PERCENTILES = {"p80": 80, "p95": 95}
 
 OutputKind = Literal["classification", "novelty", "dead_letter"]
@@ -120,6 +120,9 @@ def classification_record(
     probabilities: dict[str, float] | None = None,
     top_class: str | None = None,
     energy: float | None = None,
+    novel: bool | None = None,
+    p_value: float | None = None,
+    threshold_energy: float | None = None,
     timestamp_ms: int | None,
     now_ms: int,
 ) -> dict[str, Any]:
@@ -137,9 +140,10 @@ def classification_record(
         "probabilities": probabilities,
         "top_class": top_class,
         "energy": energy,
-        "novel": None if energy is None else bool(energy > model.threshold_energy),
+        "novelty_p_value": p_value,
+        "novel": None if energy is None else bool(novel),
         "novelty_threshold_percentile": model.percentile,
-        "novelty_threshold_energy": float(model.threshold_energy),
+        "novelty_threshold_energy": float(model.threshold_energy if threshold_energy is None else threshold_energy),
         "bundle_id": model.bundle_id,
         "bundle_version": model.bundle_version,
         "alert_time_mjd": float(alert.time),

@@ -183,6 +183,9 @@ class Pipeline:
             probabilities=dict(score.probs),
             top_class=score.top_class,
             energy=float(score.energy),
+            novel=score.novel[self.model.novelty_threshold],
+            p_value=score.p_value,
+            threshold_energy=self._threshold_at(score.n_points),
             timestamp_ms=slot.timestamp_ms,
             now_ms=self._clock_ms(),
         )
@@ -192,6 +195,11 @@ class Pipeline:
             self.metrics.novelty_flags.labels(score.top_class).inc()
             outputs.append(Output("novelty", record["record_id"], novelty_record(record)))
         return outputs
+
+    def _threshold_at(self, n_points: int) -> float | None:
+        """The calibrated energy cut at this number of points (None: the bundle's single threshold)."""
+        calibration = self.inferencer.bundle.calibration
+        return None if calibration is None else float(calibration.threshold(n_points, self.model.novelty_threshold)[0])
 
     def _unscored(self, alert: Alert, decision: Decision, timestamp_ms: int | None) -> Output:
         record = classification_record(

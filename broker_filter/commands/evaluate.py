@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", metavar="BUNDLE", help="bundle directory (default: the packaged default bundle)")
     parser.add_argument("--data", metavar="DIR", required=True, help="light curves: lightcurves.parquet + objects.csv")
     parser.add_argument("--out", metavar="REPORT", required=True, help="report directory (created)")
+    parser.add_argument("--external", action="store_true",
+                        help="DIR is independent of the bundle: every object of DIR is tested (no split is re-made), "
+                             "and the baselines are fitted on the bundle's training objects of --train-data")
+    parser.add_argument("--train-data", metavar="DIR", type=Path,
+                        help="with --external: the data the bundle was trained on (default: the repository's data/lightcurves)")
     parser.add_argument("--cv", metavar="K", type=int, default=0,
                         help="stratified K-fold cross-validation of the recipe")
     parser.add_argument("--jobs", type=int, default=1,
@@ -56,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         grid = _parse_grid(args.n_points) if args.n_points else N_POINTS_GRID
         lcs = load_lightcurve_table(args.data)
         periods = load_period_table(args.periods) if args.periods else None
-        if args.cv:
+        if args.external and args.cv:
+            raise ValueError("--external and --cv exclude each other")
+        if args.external:
+            metrics = _evaluate_external(args, ModelBundle.load(args.model), lcs, grid, periods)
+        elif args.cv:
             bundle = ModelBundle.load(args.model) if args.model else None
             metrics = _cross_validate(args, bundle, lcs, grid, periods)
         else:
@@ -82,6 +91,25 @@ def _evaluate_bundle(args: argparse.Namespace, bundle, lcs, grid, periods) -> di
     if not same_data:
         print("broker-filter evaluate: DIR is not the bundle's training data (digest differs); "
               "test objects may have been trained on", file=sys.stderr)
+    return metrics
+
+
+def _evaluate_external(args: argparse.Namespace, bundle, lcs, grid, periods) -> dict:
+    from broker_filter.commands.train import REPO_DATA
+    from broker_filter.model.data import load_lightcurve_table
+    from broker_filter.model.evaluate import evaluate_split, external_split
+
+    train_dir = args.train_data or REPO_DATA
+    split, record = external_split(bundle, lcs, load_lightcurve_table(train_dir))
+    if not record["train_data_is_bundle_data"]:
+        print(f"broker-filter evaluate: {train_dir} is not the bundle's training data (digest differs); "
+              "the baselines are fitted on the same recipe's split of it", file=sys.stderr)
+    if record["objects_trained_on"]:
+        print(f"broker-filter evaluate: {record['objects_trained_on']} objects of {args.data} are among the bundle's "
+              "training objects: they are not independent", file=sys.stderr)
+    metrics = evaluate_split(bundle, split, device=args.device, periods=periods, seed=args.seed, n_points_grid=grid)
+    metrics["model"] = {"path": args.model or "default", "bundle_id": bundle.bundle_id, "version": bundle.version}
+    metrics["external"] = {"data": str(args.data), "train_data": str(train_dir), **record}
     return metrics
 
 

@@ -45,11 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name in ("model_type",):
         paper.add_argument(f"--{name}", choices=("gru", "lstm", "vanilla"), default=defaults[name])
     for name in ("size", "num_layers", "embedding", "n_min", "n_max", "batch_size", "nb_epoch",
-                 "estnet_size", "cls_epoch"):
+                 "estnet_size", "cls_epoch", "estnet_layers"):
         paper.add_argument(f"--{name}", type=int, default=defaults[name])
     for name in ("drop_frac", "lr", "lambda1", "estnet_drop_frac", "class_prob"):
         paper.add_argument(f"--{name}", type=float, default=defaults[name])
-    for name in ("period_fold", "gmm_on", "bidirectional"):
+    for name in ("period_fold", "gmm_on", "finetune", "bidirectional", "drop_mean_mag", "shape_features", "calibrate"):
         paper.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=defaults[name])
     paper.add_argument("--num_classes", type=int, help="must equal the mapping's class count (checked)")
     paper.add_argument("--ss_resid", type=float, default=None,
@@ -59,12 +59,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ours.add_argument("--seed", type=int, default=defaults["seed"])
     ours.add_argument("--val_frac", type=float, default=defaults["val_frac"])
     ours.add_argument("--patience", type=int, default=defaults["patience"])
-    ours.add_argument("--class_weight", choices=("balanced", "none"), default=defaults["class_weight"])
+    ours.add_argument("--class_weight", choices=("balanced", "sqrt", "none"), default=defaults["class_weight"])
+    ours.add_argument("--prefix_sizes", type=_sizes, default=tuple(defaults["prefix_sizes"]), metavar="N,N,...",
+                      help="also train on the first N points of each light curve (comma-separated; empty: off)")
     ours.add_argument("--use_catalogue_period", action=argparse.BooleanOptionalAction, default=defaults["use_catalogue_period"])
     ours.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     ours.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     ours.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers expected, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

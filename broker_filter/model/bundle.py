@@ -3,7 +3,8 @@
 ``bundle.json`` holds everything but the weights: the architecture, class names and
 mapping, preprocessing constants, the frozen GMM (phi, mu, Cholesky factors), the
 novelty thresholds (80th and 95th percentiles of training energies, per object), the
-training data digest and configuration, metrics, the code version, and the sha256 of
+calibration (temperature and held-out energies by number of points, see
+:mod:`broker_filter.model.calibration`), the training data digest and configuration, metrics, the code version, and the sha256 of
 every weight file. Loading verifies those digests and refuses a mismatch; weights are
 read with safetensors, never unpickled (``torch.load`` is not used anywhere).
 
@@ -29,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from broker_filter.model.calibration import Calibration
 from broker_filter.model.classes import ClassMapping
 from broker_filter.model.lightcurve import LightCurve
 from broker_filter.model.features import PreparedBatch, PreprocessConfig, prepare_batch
@@ -66,7 +68,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class ModelBundle:
     """A trained network with everything needed to score light curves exactly as in training.
 
-    ``thresholds``: {"p80": float, "p95": float} energy cut-offs. ``training`` and
+    ``thresholds``: {"p80": float, "p95": float} energy cut-offs of training energies, used
+    only when ``calibration`` is None (bundles made before it). ``training`` and
     ``metrics`` are free-form records (data digest, configuration, figures) kept in the
     manifest. ``network`` is in eval mode.
     """
@@ -76,6 +79,7 @@ class ModelBundle:
     class_mapping: ClassMapping
     gmm: GMMParameters
     thresholds: dict[str, float]
+    calibration: Calibration | None = None
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     version: str = field(default_factory=code_version)
@@ -124,6 +128,7 @@ class ModelBundle:
         }
 
     def _scoring_content(self) -> dict:
+        calibration = {} if self.calibration is None else {"calibration": self.calibration.to_dict()}
         return {
             "architecture": self.network.config.to_dict(),
             "class_names": list(self.class_names),
@@ -131,6 +136,7 @@ class ModelBundle:
             "preprocess": self.preprocess.to_dict(),
             "gmm": self.gmm.to_dict(),
             "thresholds": {key: float(self.thresholds[key]) for key in THRESHOLD_KEYS},
+            **calibration,
         }
 
     # -- persistence ------------------------------------------------------------------
@@ -177,6 +183,7 @@ class ModelBundle:
                 class_mapping=ClassMapping.from_dict(manifest["class_mapping"]),
                 gmm=GMMParameters.from_dict(manifest["gmm"]),
                 thresholds={key: float(manifest["thresholds"][key]) for key in THRESHOLD_KEYS},
+                calibration=Calibration.from_dict(manifest["calibration"]) if "calibration" in manifest else None,
                 training=manifest.get("training", {}),
                 metrics=manifest.get("metrics", {}),
                 version=manifest.get("code_version", "unknown"),
@@ -216,15 +223,15 @@ class ModelBundle:
     def score(self, lcs: Sequence[LightCurve], device: str | torch.device = "cpu") -> list[ObjectScore]:
         """One :class:`ObjectScore` per object with at least one chunk, in first-appearance order.
 
-        Light curves of one object (several bands) are combined: mean chunk log-probability
-        (renormalised) and mean chunk energy (see :mod:`broker_filter.model.scores`). Objects with no
+        Light curves of one object (several bands) are combined: length-weighted mean chunk
+        log-probability (temperature-scaled, renormalised) and mean chunk energy (see :mod:`broker_filter.model.scores`). Objects with no
         usable chunk (fewer than ``n_min`` points in every accepted band) are left out.
         """
         batch = prepare_batch(lcs, self.preprocess)
         log_probs, energies = self.chunk_outputs(batch, device)
         object_ids = [lcs[i].object_id for i in batch.owner]
         combined = combine_chunks(object_ids, log_probs, energies, batch.lengths)
-        return object_scores(combined, self.class_names, self.thresholds)
+        return object_scores(combined, self.class_names, self.thresholds, self.calibration)
 
 
 def _weights_digest(network: AutoencoderGMM) -> str:

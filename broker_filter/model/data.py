@@ -299,3 +299,45 @@ def save_period_table(path: str | Path, periods: dict[tuple[str, str], float]) -
     """Write {(object_id, band): period} as a CSV sorted by object and band."""
     rows = sorted((o, b, p) for (o, b), p in periods.items())
     pd.DataFrame(rows, columns=list(PERIOD_COLUMNS)).to_csv(path, index=False, float_format="%.9g")
+
+
+# ---------------------------------------------------------------------------------------
+# An external split, made before anything is fitted
+# ---------------------------------------------------------------------------------------
+
+
+def split_lightcurve_table(
+    directory: str | Path, out_dir: str | Path, mapping, fraction: float = 0.15, seed: int = 0
+) -> dict[str, int]:
+    """Write ``out_dir/train`` and ``out_dir/external``, both in the ``lightcurves.parquet + objects.csv`` layout.
+
+    ``fraction`` of the objects of each known class (stratified, at least one per class of
+    two or more) go to ``external``, with every object of a novelty set (they are never
+    trained on, and the external evaluation needs them); the rest go to ``train``. Made
+    before training, so that nothing fitted (weights, scalers, calibration, periods) sees
+    the external objects. Returns the object count of each part.
+    """
+    directory, out_dir = Path(directory), Path(out_dir)
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    objects = _read_csv(directory / "objects.csv", OBJECT_COLUMNS, dtype={"object_id": str, "source": str, "survey_class": str})
+    observations = pd.read_parquet(directory / "lightcurves.parquet")
+    rng = np.random.default_rng(seed)
+    labels = objects["survey_class"].map(lambda c: mapping.label_of(c) if isinstance(c, str) else None)
+    novel = objects["survey_class"].map(lambda c: isinstance(c, str) and mapping.novelty_set_of(c) is not None)
+    external = set(objects.loc[novel, "object_id"])
+    for label in sorted(set(labels.dropna())):
+        ids = sorted(objects.loc[labels == label, "object_id"])
+        rng.shuffle(ids)
+        take = max(int(round(fraction * len(ids))), 1) if len(ids) > 1 else 0
+        external.update(ids[:take])
+    known_or_novel = labels.notna() | novel
+    parts = {"external": objects["object_id"].isin(external) & known_or_novel,
+             "train": ~objects["object_id"].isin(external) & labels.notna()}
+    for name, keep in parts.items():
+        target = out_dir / name
+        target.mkdir(parents=True, exist_ok=True)
+        ids = set(objects.loc[keep, "object_id"])
+        objects[keep].to_csv(target / "objects.csv", index=False)
+        observations[observations["object_id"].isin(ids)].to_parquet(target / "lightcurves.parquet", index=False)
+    return {name: int(keep.sum()) for name, keep in parts.items()}

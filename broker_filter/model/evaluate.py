@@ -17,7 +17,17 @@ What is counted, and how:
   energies). One block per novelty set (the paper's ASAS 'VAR'-like classes, ZTF SN Ia).
 - ``accuracy_by_n_points``: each test object truncated to its first n detections (all
   bands merged in time order, as an alert stream delivers them) and re-scored, periods
-  re-estimated: how the classification matures while a star is being observed.
+  re-estimated: how the classification matures while a star is being observed; the
+  network beside both random forests (fitted on the training objects' whole curves, fed
+  the same truncated objects).
+- ``false_alarms_by_n_points``: over the same truncations of the known test objects, the
+  share flagged novel at p80 and p95, by bin of scored points: a calibrated bundle should
+  flag 20% and 5% in every bin (:mod:`broker_filter.model.calibration`).
+- ``by_survey_band``: accuracy per source survey (whole objects), and per survey and band
+  with each object scored on that band's light curve alone: how a bundle trained mostly
+  on V transfers to other bands.
+- ``calibration``: expected calibration error of the top-class probability per object
+  (whole curves, and all truncations pooled), with the reliability diagram's bins.
 - Objects with no chunk (fewer than ``n_min`` points in every accepted band) cannot be
   scored by the network; they are counted (``unscored``) and left out of every method's
   figures, so that all rows of a table are measured on the same objects.
@@ -37,13 +47,15 @@ from broker_filter.model.classes import ClassMapping
 from broker_filter.model.data import LightCurve, lightcurves_digest
 from broker_filter.model.features import PreprocessConfig, prepare_batch, resolve_periods
 from broker_filter.model.gmm import energy
+from broker_filter.model.lightcurve import first_detections
 from broker_filter.model.metrics import (
     PAPER_PERCENTILES,
     classification_metrics,
     novelty_metrics,
     percentile_thresholds,
 )
-from broker_filter.model.scores import combine_chunks
+from broker_filter.model.calibration import LEVELS
+from broker_filter.model.scores import THRESHOLD_KEYS, calibrated_probs, combine_chunks, novelty
 
 #: Truncation points for ``accuracy_by_n_points`` (detections since the first one).
 N_POINTS_GRID = (20, 30, 50, 100, 200, 500)
@@ -106,11 +118,12 @@ class ChunkOutputs:
 
 @dataclass(frozen=True)
 class ObjectOutputs:
-    """Per scored object (``index`` into the objects given): combined log-probs and energy."""
+    """Per scored object (``index`` into the objects given): combined log-probs, energy, points scored."""
 
     index: np.ndarray  # (M,)
     log_probs: np.ndarray  # (M, K)
     energy: np.ndarray  # (M,)
+    n_points: np.ndarray  # (M,)
 
 
 def network_chunk_outputs(
@@ -168,7 +181,7 @@ def combine_objects(chunks: ChunkOutputs) -> ObjectOutputs:
     combined = combine_chunks([str(i) for i in chunks.owner], chunks.log_probs, chunks.energy, chunks.lengths)
     index = np.array([int(i) for i in combined.object_ids], dtype=np.int64)
     order = np.argsort(index)
-    return ObjectOutputs(index[order], combined.log_probs[order], combined.energy[order])
+    return ObjectOutputs(index[order], combined.log_probs[order], combined.energy[order], combined.n_points[order])
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,6 +225,23 @@ def held_out_split(bundle: ModelBundle, lcs: Sequence[LightCurve]) -> tuple[Spli
     same_data = lightcurves_digest([*train_curves, *val_curves]) == bundle.training.get("data_digest")
     objects = group_objects(lcs, bundle.class_mapping, bundle.preprocess.bands)
     return split_objects(objects, {curve.object_id for curve in val_curves}), same_data
+
+
+def external_split(bundle: ModelBundle, lcs: Sequence[LightCurve], train_lcs: Sequence[LightCurve]) -> tuple[Split, dict]:
+    """Every object of ``lcs`` is tested; the baselines train on the bundle's training objects of ``train_lcs``.
+
+    ``lcs`` is independent of the bundle (a user's own labelled stars, or a split held out
+    before training), so no split is re-made in it. Returns the split and a record of how
+    it was made: whether ``train_lcs`` is the bundle's training data (digest) and how many
+    objects of ``lcs`` the bundle did train on (0 unless the two sets overlap).
+    """
+    reference, same_data = held_out_split(bundle, train_lcs)
+    trained_ids = {obj.object_id for obj in reference.train}
+    objects = group_objects(lcs, bundle.class_mapping, bundle.preprocess.bands)
+    split = Split(train=reference.train, test=[obj for obj in objects if obj.label is not None],
+                  novel=[obj for obj in objects if obj.novelty_set is not None])
+    overlap = sum(obj.object_id in trained_ids for obj in objects)
+    return split, {"train_data_is_bundle_data": same_data, "objects_trained_on": overlap}
 
 
 @dataclass(frozen=True)
@@ -267,9 +297,16 @@ def evaluate_split(
     present = {obj.novelty_set for obj in novel.scored_objects}
     novelty_sets = [name for name in bundle.class_mapping.novel if name in present]  # the paper's VAR first
     novel_energy = {name: novel.combined.energy[novel.in_set(name)] for name in novelty_sets}
+    known_score, novel_score, cuts = novelty_scores(bundle, test.combined), novelty_scores(bundle, novel.combined), flag_cuts(bundle)
     novelty_by_set = {
-        name: novelty_metrics(test.combined.energy, novel_energy[name], bundle.thresholds) for name in novelty_sets
+        name: {**novelty_metrics(known_score, novel_score[novel.in_set(name)], cuts),
+               "auroc_energy": novelty_metrics(test.combined.energy, novel_energy[name], bundle.thresholds)["auroc"]}
+        for name in novelty_sets
     }
+    forests = _fit_forests(train, class_names, seed)
+    stream = stream_figures(bundle, split.test, device, forests, n_points_grid)
+    whole_probs = calibrated_probs(test.combined.log_probs, bundle.calibration)
+    correct = np.array([class_names[k] == label for k, label in zip(whole_probs.argmax(axis=1), truth)])
     return {
         "accuracy": classification["accuracy"],
         "accuracy_per_chunk": float(np.mean(chunk_truth == chunk_predicted)),
@@ -279,10 +316,15 @@ def evaluate_split(
         "novelty": {"set": novelty_sets[0], **novelty_by_set[novelty_sets[0]]},
         "novelty_by_set": novelty_by_set,
         "thresholds": dict(bundle.thresholds),
-        "accuracy_by_n_points": accuracy_by_n_points(bundle, split.test, device, n_points_grid),
+        "accuracy_by_n_points": stream["accuracy_by_n_points"],
+        "false_alarms_by_n_points": stream["false_alarms_by_n_points"],
+        "calibration": {"whole_curves": reliability(whole_probs.max(axis=1), correct),
+                        "all_truncations": stream["calibration"],
+                        "temperature": bundle.calibration.temperature if bundle.calibration else None},
         "counts": _counts(train, test, novel, novelty_sets),
         "energies": {"known_test": test.combined.energy.tolist(), **{k: v.tolist() for k, v in novel_energy.items()}},
-        "baselines": _baselines(train, test, novel, class_names, seed),
+        "baselines": _baselines(forests, test, novel, class_names),
+        "by_survey_band": survey_band_figures(bundle, test, device, periods),
     }
 
 
@@ -303,47 +345,120 @@ def _counts(train: Scored, test: Scored, novel: Scored, novelty_sets: Sequence[s
     }
 
 
-def accuracy_by_n_points(
-    bundle: ModelBundle, objects: Sequence[EvalObject], device: str | torch.device, grid: Sequence[int]
-) -> dict[str, dict]:
-    """Accuracy when only the first n detections of each object are known.
+#: Bins of scored points for ``false_alarms_by_n_points`` (lower edges; the last is open).
+FALSE_ALARM_BINS = (20, 30, 50, 100, 200)
+#: Truncations behind ``false_alarms_by_n_points`` (and the pooled calibration): a stream's ages.
+FALSE_ALARM_GRID = (20, 25, 30, 40, 50, 70, 100, 150, 200, 300)
+
+
+def novelty_scores(bundle: ModelBundle, combined: ObjectOutputs) -> np.ndarray:
+    """What the flag compares: minus the p-value for a calibrated bundle (higher = more novel), else the energy."""
+    if bundle.calibration is None:
+        return combined.energy
+    return -novelty(combined.energy, combined.n_points, bundle.thresholds, bundle.calibration)[0]
+
+
+def flag_cuts(bundle: ModelBundle) -> dict[str, float]:
+    """The cuts :func:`novelty_scores` is compared with (flagged when above)."""
+    if bundle.calibration is None:
+        return dict(bundle.thresholds)
+    return {key: -level - 1e-12 for key, level in LEVELS.items()}
+
+
+def stream_figures(bundle: ModelBundle, objects: Sequence[EvalObject], device: str | torch.device,
+                   forests: Mapping, grid: Sequence[int]) -> dict:
+    """Accuracy (network and forests), false alarms and calibration of objects cut to their first n detections.
 
     An object enters the row for n if it has at least n detections; ``scored`` says how
-    many of those yield a chunk at all (a band needs ``n_min`` points), and ``accuracy``
-    is over the scored ones.
+    many of those yield a chunk at all (a band needs ``n_min`` points), and accuracies are
+    over the scored ones (the forests see the same scored objects).
     """
     class_names = list(bundle.class_names)
     rows: dict[str, dict] = {}
-    for n in grid:
+    flags, n_scored, top_prob, right = [], [], [], []
+    for n in sorted(set(grid) | set(FALSE_ALARM_GRID)):
         eligible = [obj for obj in objects if obj.n_points >= n]
         if not eligible:
             continue
         truncated = [_first_detections(obj, n) for obj in eligible]
-        scored = combine_objects(network_chunk_outputs(bundle, truncated, device))
-        top = scored.log_probs.argmax(axis=1)
-        correct = [class_names[k] == truncated[i].label for i, k in zip(scored.index, top)]
-        rows[str(n)] = {
-            "objects": len(eligible),
-            "scored": int(scored.index.size),
-            "accuracy": float(np.mean(correct)) if correct else None,
-        }
-    return rows
+        chunks = network_chunk_outputs(bundle, truncated, device)
+        group = Scored(truncated, chunks, combine_objects(chunks))
+        probs = calibrated_probs(group.combined.log_probs, bundle.calibration)
+        truth = [obj.label for obj in group.scored_objects]
+        correct = np.array([class_names[k] == label for k, label in zip(probs.argmax(axis=1), truth)], dtype=bool)
+        if n in FALSE_ALARM_GRID and len(group.combined.index):
+            flags.append(novelty_scores(bundle, group.combined)[:, None] > np.array(list(flag_cuts(bundle).values()))[None, :])
+            n_scored.append(group.combined.n_points)
+            top_prob.append(probs.max(axis=1))
+            right.append(correct)
+        if n not in grid:
+            continue
+        row = {"objects": len(eligible), "scored": int(group.combined.index.size),
+               "accuracy": float(np.mean(correct)) if correct.size else None}
+        if correct.size:
+            row["random_forest_network_features"] = _forest_accuracy(forests["network_features"], _chunk_rows(group), class_names)
+            row["random_forest_lightcurve_features"] = _forest_accuracy(
+                forests["lightcurve_features"], _curve_rows(group.scored_objects), class_names)
+        rows[str(n)] = row
+    return {
+        "accuracy_by_n_points": rows,
+        "false_alarms_by_n_points": _false_alarm_bins(np.concatenate(flags), np.concatenate(n_scored)) if flags else {},
+        "calibration": reliability(np.concatenate(top_prob), np.concatenate(right)) if top_prob else {},
+    }
+
+
+def survey_band_figures(bundle: ModelBundle, test: Scored, device, periods) -> dict:
+    """Accuracy per source survey (all bands) and per (survey, band) from one band at a time."""
+    class_names = list(bundle.class_names)
+
+    def accuracy(objects: Sequence[EvalObject], log_probs: np.ndarray) -> dict:
+        correct = [class_names[k] == obj.label for obj, k in zip(objects, log_probs.argmax(axis=1))]
+        return {"objects": len(correct), "accuracy": float(np.mean(correct)) if correct else None}
+
+    scored = test.scored_objects
+    source_of = [obj.curves[0].source or "unknown" for obj in scored]
+    by_source = {s: accuracy([o for o, t in zip(scored, source_of) if t == s],
+                             test.combined.log_probs[[t == s for t in source_of]]) for s in sorted(set(source_of))}
+    by_band = {}
+    pairs = sorted({(c.source or "unknown", c.band) for obj in test.objects for c in obj.curves})
+    for source, band in pairs:
+        single = [EvalObject(obj.object_id, tuple(c for c in obj.curves if c.band == band), obj.label, None)
+                  for obj in test.objects if any(c.band == band and (c.source or "unknown") == source for c in obj.curves)]
+        combined = combine_objects(network_chunk_outputs(bundle, single, device, periods))
+        by_band[f"{source}:{band}"] = accuracy([single[i] for i in combined.index], combined.log_probs)
+    return {"by_source": by_source, "by_band": by_band}
+
+
+def _false_alarm_bins(flags: np.ndarray, n_points: np.ndarray) -> dict[str, dict]:
+    edges = np.array(FALSE_ALARM_BINS)
+    which = np.searchsorted(edges, n_points, side="right") - 1
+    out = {}
+    for b, low in enumerate(FALSE_ALARM_BINS):
+        pick = which == b
+        name = f"{low}+" if b == len(edges) - 1 else f"{low}-{FALSE_ALARM_BINS[b + 1] - 1}"
+        out[name] = {"scorings": int(pick.sum()),
+                     **({f"rate_{key}": float(flags[pick, k].mean()) for k, key in enumerate(THRESHOLD_KEYS)} if pick.any() else {})}
+    return out
+
+
+def reliability(top_prob: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of the top-class probability, and the reliability diagram's bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, top_prob, side="right") - 1, 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        pick = which == b
+        if pick.any():
+            confidence, accuracy = float(top_prob[pick].mean()), float(correct[pick].mean())
+            ece += pick.mean() * abs(confidence - accuracy)
+            rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(pick.sum()),
+                         "confidence": confidence, "accuracy": accuracy})
+    return {"ece": float(ece), "objects": int(top_prob.size), "bins": rows}
 
 
 def _first_detections(obj: EvalObject, n: int) -> EvalObject:
     """The object as an alert stream would show it after n detections (all bands, time order)."""
-    times = np.concatenate([curve.time for curve in obj.curves])
-    cutoff = np.sort(times, kind="stable")[n - 1]
-    curves = []
-    budget = n
-    for curve in obj.curves:
-        keep = min(int(np.searchsorted(curve.time, cutoff, side="right")), budget)
-        budget -= keep
-        curves.append(
-            LightCurve(curve.object_id, curve.band, curve.time[:keep], curve.mag[:keep], curve.mag_err[:keep],
-                       curve.period, curve.label, curve.source)
-        )
-    return EvalObject(obj.object_id, tuple(c for c in curves if len(c)), obj.label, obj.novelty_set)
+    return EvalObject(obj.object_id, first_detections(obj.curves, n), obj.label, obj.novelty_set)
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,16 +466,25 @@ def _first_detections(obj: EvalObject, n: int) -> EvalObject:
 # ---------------------------------------------------------------------------------------
 
 
-def _baselines(train: Scored, test: Scored, novel: Scored, class_names: list[str], seed: int) -> dict:
-    groups = {"train": train, "test": test, "novel": novel}
-    network_rows = {role: _chunk_rows(group) for role, group in groups.items()}
-    curve_rows = {role: _curve_rows(group.scored_objects) for role, group in groups.items()}
+def _fit_forests(train: Scored, class_names: list[str], seed: int) -> dict:
+    """Random and isolation forests on each feature set of the training objects (whole curves)."""
+    rows = {"network_features": _chunk_rows(train), "lightcurve_features": _curve_rows(train.scored_objects)}
+    return {**{name: baselines.fit_random_forest(r, seed) for name, r in rows.items()},
+            **{f"isolation_{name}": (baselines.fit_isolation_forest(r, seed), r) for name, r in rows.items()}}
+
+
+def _baselines(forests: Mapping, test: Scored, novel: Scored, class_names: list[str]) -> dict:
     results = {}
-    for name, rows in (("network_features", network_rows), ("lightcurve_features", curve_rows)):
-        per_chunk = name == "network_features"
-        results[f"random_forest_{name}"] = _forest_figures(rows, class_names, seed, per_chunk=per_chunk)
-        results[f"isolation_forest_{name}"] = _isolation_figures(rows, seed)
+    for name, rows_of in (("network_features", lambda g: _chunk_rows(g)), ("lightcurve_features", lambda g: _curve_rows(g.scored_objects))):
+        test_rows, novel_rows = rows_of(test), rows_of(novel)
+        results[f"random_forest_{name}"] = _forest_figures(forests[name], test_rows, class_names, per_chunk=name == "network_features")
+        results[f"isolation_forest_{name}"] = _isolation_figures(*forests[f"isolation_{name}"], test_rows, novel_rows)
     return results
+
+
+def _forest_accuracy(forest, rows: baselines.FeatureRows, class_names) -> float:
+    probs = baselines.forest_object_probabilities(forest, rows, class_names)
+    return float(np.mean([class_names[k] == label for k, label in zip(probs.argmax(axis=1), rows.labels)]))
 
 
 def _chunk_rows(group: Scored) -> baselines.FeatureRows:
@@ -389,23 +513,21 @@ def _curve_rows(objects: Sequence[EvalObject]) -> baselines.FeatureRows:
     )
 
 
-def _forest_figures(rows: Mapping[str, baselines.FeatureRows], class_names, seed: int, per_chunk: bool) -> dict:
-    forest = baselines.fit_random_forest(rows["train"], seed)
-    probs = baselines.forest_object_probabilities(forest, rows["test"], class_names)
+def _forest_figures(forest, test_rows: baselines.FeatureRows, class_names, per_chunk: bool) -> dict:
+    probs = baselines.forest_object_probabilities(forest, test_rows, class_names)
     predicted = [class_names[k] for k in probs.argmax(axis=1)]
-    figures = classification_metrics(rows["test"].labels, predicted, class_names)
+    figures = classification_metrics(test_rows.labels, predicted, class_names)
     result = {"accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"], "per_class": figures["per_class"]}
     if per_chunk:
-        row_predicted = baselines.forest_row_predictions(forest, rows["test"])
-        result["accuracy_per_chunk"] = float(np.mean(row_predicted == rows["test"].row_labels))
+        row_predicted = baselines.forest_row_predictions(forest, test_rows)
+        result["accuracy_per_chunk"] = float(np.mean(row_predicted == test_rows.row_labels))
     return result
 
 
-def _isolation_figures(rows: Mapping[str, baselines.FeatureRows], seed: int) -> dict:
-    forest = baselines.fit_isolation_forest(rows["train"], seed)
-    thresholds = percentile_thresholds(baselines.isolation_object_scores(forest, rows["train"]), PAPER_PERCENTILES)
-    known = baselines.isolation_object_scores(forest, rows["test"])
-    novel_rows = rows["novel"]
+def _isolation_figures(forest, train_rows: baselines.FeatureRows, test_rows: baselines.FeatureRows,
+                       novel_rows: baselines.FeatureRows) -> dict:
+    thresholds = percentile_thresholds(baselines.isolation_object_scores(forest, train_rows), PAPER_PERCENTILES)
+    known = baselines.isolation_object_scores(forest, test_rows)
     novel = baselines.isolation_object_scores(forest, novel_rows)
     labels = np.asarray(novel_rows.labels, dtype=object)
     return {name: novelty_metrics(known, novel[labels == name], thresholds) for name in sorted(set(novel_rows.labels))}

@@ -67,6 +67,25 @@ class LightCurve:
         )
 
 
+def first_detections(curves: tuple[LightCurve, ...] | list[LightCurve], n: int) -> tuple[LightCurve, ...]:
+    """One object's curves as an alert stream shows them after its first ``n`` detections.
+
+    All bands are merged in time order and cut after the n-th detection; bands with no
+    detection yet are left out. Evaluation by number of points and the novelty
+    calibration both see young objects this way, so they measure what the daemon serves.
+    """
+    times = np.concatenate([curve.time for curve in curves])
+    cutoff = np.sort(times, kind="stable")[min(n, times.size) - 1]
+    kept, budget = [], n
+    for curve in curves:
+        keep = min(int(np.searchsorted(curve.time, cutoff, side="right")), budget)
+        budget -= keep
+        if keep:
+            kept.append(LightCurve(curve.object_id, curve.band, curve.time[:keep], curve.mag[:keep],
+                                   curve.mag_err[:keep], curve.period, curve.label, curve.source))
+    return tuple(kept)
+
+
 def first_appearance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct ``values`` in order of first appearance, and each value's position among them.
 

@@ -4,14 +4,28 @@
 
     inputs (N, T, 2) [lag, scaled mag] --encoder RNN--> last state --linear--> embedding (E)
     [embedding repeated T times, lag] --decoder RNN--> --linear--> reconstruction (N, T)
-    z = [embedding, relative distance, cosine similarity, standardised supports]  (E + 2 + 3)
-    z --dense(estnet_size), tanh, dropout--> --dense--> logits (K) --softmax--> gamma
+    z = [embedding, relative distance, cosine similarity, standardised supports, shape]
+    z --(dense(estnet_size), tanh, dropout) x estnet_layers--> --dense--> logits (K) --softmax--> gamma
 
 Padding beyond ``lengths`` changes no output: the encoder state is taken at each chunk's
 last real point, the reconstruction is zero at padding, and the reconstruction features
 are computed over real points only. ``gamma`` is both the class probabilities and the
 GMM memberships. The supports (mean magnitude, scale, log10 period) are standardised with
 training-set statistics held in buffers, so that the saved weights are self-contained.
+
+Two options go beyond the paper (both off in :class:`NetworkConfig`'s defaults, so that
+older bundles load unchanged; the training recipe turns them on):
+
+* ``drop_mean_mag``: the mean magnitude is left out and the scale enters as log10. The
+  mean magnitude names the survey rather than the star (faint meant Stripe 82 RR Lyrae in
+  training), so a model that reads it transfers badly to another survey.
+* ``shape_features``: nine statistics of the folded, scaled chunk the encoder reads
+  (skewness, kurtosis, range, the von Neumann ratio in phase order, which is small when
+  the period folds the curve well, the first two Fourier amplitudes, the phase difference
+  phi21 as cos/sin, and the share of points fainter than the mean). They are computed here,
+  from the network's own inputs, so that training, every serving path and an exported
+  network agree by construction. They give the estimation network the light-curve
+  features a random forest would use, beside the embedding.
 """
 
 from __future__ import annotations
@@ -28,6 +42,8 @@ from broker_filter.model.features import INPUT_FEATURES, SUPPORT_FEATURES
 
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM, "vanilla": nn.RNN}
 RECONSTRUCTION_FEATURES = ("relative_distance", "cosine_similarity")
+SHAPE_FEATURES = ("skewness", "kurtosis", "range", "eta_phase", "fourier_a1", "fourier_r21",
+                  "cos_phi21", "sin_phi21", "fainter_share")
 _EPS = 1e-8
 
 
@@ -44,11 +60,14 @@ class NetworkConfig:
     num_classes: int = 8
     estnet_size: int = 16
     estnet_drop_frac: float = 0.5
+    estnet_layers: int = 1
+    drop_mean_mag: bool = False
+    shape_features: bool = False
 
     def __post_init__(self) -> None:
         if self.model_type not in RNN_TYPES:
             raise ValueError(f"model_type must be one of {sorted(RNN_TYPES)}, got {self.model_type!r}")
-        for name in ("size", "num_layers", "embedding", "num_classes", "estnet_size"):
+        for name in ("size", "num_layers", "embedding", "num_classes", "estnet_size", "estnet_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("drop_frac", "estnet_drop_frac"):
@@ -56,9 +75,15 @@ class NetworkConfig:
                 raise ValueError(f"{name} must be in [0, 1)")
 
     @property
+    def support_dim(self) -> int:
+        """Supports the estimation network reads: 3, or 2 without the mean magnitude."""
+        return len(SUPPORT_FEATURES) - int(self.drop_mean_mag)
+
+    @property
     def z_dim(self) -> int:
-        """Estimation-network input size: embedding + 2 reconstruction features + 3 supports."""
-        return self.embedding + len(RECONSTRUCTION_FEATURES) + len(SUPPORT_FEATURES)
+        """Estimation-network input size: embedding + 2 reconstruction features + supports + shape features."""
+        shape = len(SHAPE_FEATURES) if self.shape_features else 0
+        return self.embedding + len(RECONSTRUCTION_FEATURES) + self.support_dim + shape
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,19 +122,31 @@ class AutoencoderGMM(nn.Module):
         self.to_embedding = nn.Linear(config.size * directions, config.embedding)
         self.decoder = rnn(input_size=config.embedding + 1, **common)
         self.to_magnitude = nn.Linear(config.size * directions, 1)
-        self.estimation = nn.Sequential(
-            nn.Linear(config.z_dim, config.estnet_size),
-            nn.Tanh(),
-            nn.Dropout(config.estnet_drop_frac),
-            nn.Linear(config.estnet_size, config.num_classes),
-        )
-        self.register_buffer("support_mean", torch.zeros(len(SUPPORT_FEATURES)))
-        self.register_buffer("support_std", torch.ones(len(SUPPORT_FEATURES)))
+        layers: list[nn.Module] = []
+        width = config.z_dim
+        for _ in range(config.estnet_layers):
+            layers += [nn.Linear(width, config.estnet_size), nn.Tanh(), nn.Dropout(config.estnet_drop_frac)]
+            width = config.estnet_size
+        self.estimation = nn.Sequential(*layers, nn.Linear(width, config.num_classes))
+        extra = config.support_dim + (len(SHAPE_FEATURES) if config.shape_features else 0)
+        self.register_buffer("support_mean", torch.zeros(extra))
+        self.register_buffer("support_std", torch.ones(extra))
 
-    def set_support_statistics(self, supports: torch.Tensor) -> None:
-        """Standardise supports with these (training-set) statistics from now on."""
-        self.support_mean.copy_(supports.mean(dim=0))
-        self.support_std.copy_(supports.std(dim=0).clamp_min(1e-6))
+    def set_support_statistics(self, inputs: torch.Tensor, lengths: torch.Tensor, supports: torch.Tensor) -> None:
+        """Standardise supports (and shape features) with these (training-set) statistics from now on."""
+        with torch.no_grad():
+            values = torch.cat([self._raw_supports(inputs[i : i + 4096], lengths[i : i + 4096], supports[i : i + 4096])
+                                for i in range(0, supports.shape[0], 4096)])
+        self.support_mean.copy_(values.mean(dim=0))
+        self.support_std.copy_(values.std(dim=0).clamp_min(1e-6))
+
+    def _raw_supports(self, inputs: torch.Tensor, lengths: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
+        """The supports as the estimation network reads them, before standardisation."""
+        if self.config.drop_mean_mag:
+            supports = torch.stack([torch.log10(supports[:, 1]), supports[:, 2]], dim=1)
+        if self.config.shape_features:
+            supports = torch.cat([supports, shape_features(inputs, lengths)], dim=1)
+        return supports
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embedding (N, E) of each chunk, from the encoder state at its last real point.
@@ -148,7 +185,7 @@ class AutoencoderGMM(nn.Module):
         embedding = self.encode(inputs, lengths)
         reconstruction = self.decode(embedding, inputs[:, :, 0], lengths)
         features = reconstruction_features(inputs[:, :, 1], reconstruction, lengths)
-        standardised = (supports - self.support_mean) / self.support_std
+        standardised = (self._raw_supports(inputs, lengths, supports) - self.support_mean) / self.support_std
         z = torch.cat([embedding, features, standardised], dim=1)
         logits = self.estimation(z)
         return NetworkOutput(reconstruction, embedding, z, logits, torch.softmax(logits, dim=1))
@@ -168,3 +205,37 @@ def reconstruction_features(target: torch.Tensor, reconstruction: torch.Tensor, 
     distance = (x - y).norm(dim=1) / (x_norm + _EPS)
     cosine = (x * y).sum(dim=1) / (x_norm * y.norm(dim=1) + _EPS)
     return torch.stack([distance, cosine], dim=1)
+
+
+def shape_features(inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(N, 9) :data:`SHAPE_FEATURES` of each chunk, over its real points.
+
+    ``inputs[..., 1]`` is the scaled magnitude (mean 0, standard deviation 1 per chunk) in
+    phase order; the phase is the running sum of the lags (its origin does not matter:
+    amplitudes and phi21 do not depend on it). Computed in float32 even under autocast:
+    fourth powers and running sums of phases lose too much in float16.
+    """
+    with torch.autocast(inputs.device.type, enabled=False):
+        return _shape_features(inputs.float(), lengths)
+
+
+def _shape_features(inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    mask = length_mask(lengths.to(inputs.device), inputs.shape[1])
+    n = lengths.to(inputs.device, inputs.dtype)
+    y = torch.where(mask, inputs[:, :, 1], torch.zeros_like(inputs[:, :, 1]))
+    skewness = (y**3).sum(dim=1) / n
+    kurtosis = (y**4).sum(dim=1) / n - 3.0
+    big = torch.full_like(y, torch.finfo(y.dtype).max)
+    spread = torch.where(mask, y, -big).amax(dim=1) - torch.where(mask, y, big).amin(dim=1)
+    steps = torch.where(mask[:, 1:], torch.diff(y, dim=1), torch.zeros_like(y[:, 1:]))
+    eta = (steps**2).sum(dim=1) / (n - 1).clamp_min(1.0)
+    angle = 2 * torch.pi * torch.cumsum(inputs[:, :, 0], dim=1)
+    harmonics = []
+    for k in (1, 2):
+        a = 2 * torch.where(mask, y * torch.cos(k * angle), torch.zeros_like(y)).sum(dim=1) / n
+        b = 2 * torch.where(mask, y * torch.sin(k * angle), torch.zeros_like(y)).sum(dim=1) / n
+        harmonics.append((torch.sqrt(a * a + b * b), torch.atan2(b, a)))
+    (a1, phi1), (a2, phi2) = harmonics
+    phi21 = phi2 - 2 * phi1
+    fainter = torch.where(mask, (y > 0).to(y.dtype), torch.zeros_like(y)).sum(dim=1) / n
+    return torch.stack([skewness, kurtosis, spread, eta, a1, a2 / (a1 + 1e-3), torch.cos(phi21), torch.sin(phi21), fainter], dim=1)

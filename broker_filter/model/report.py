@@ -1,4 +1,4 @@
-"""Writes an evaluation to a report directory: metrics.json, two plots, a markdown summary.
+"""Writes an evaluation to a report directory: metrics.json, three plots, a markdown summary.
 
 The same writer serves one split and a cross-validation (whose aggregate has the same
 keys, plus ``cv``), so that both read alike. The summary puts the paper's published
@@ -17,6 +17,7 @@ import numpy as np
 METRICS_FILE = "metrics.json"
 CONFUSION_PLOT = "confusion.png"
 ENERGY_PLOT = "energy_hist.png"
+RELIABILITY_PLOT = "reliability.png"
 SUMMARY_FILE = "summary.md"
 
 #: Tsang & Schultz (2019), ASAS-SN, 8 classes, 'VAR' as the novel class.
@@ -39,7 +40,34 @@ def write_report(metrics: Mapping, out_dir: str | Path) -> list[Path]:
     plot_confusion(metrics["confusion"], paths[1])
     plot_energies(metrics["energies"], metrics["thresholds"], paths[2], _energy_title(metrics))
     paths[3].write_text(summary_markdown(metrics))
+    if metrics.get("calibration", {}).get("whole_curves", {}).get("bins"):
+        paths.append(out_dir / RELIABILITY_PLOT)
+        plot_reliability(metrics["calibration"], paths[-1])
     return paths
+
+
+def plot_reliability(calibration: Mapping, path: Path) -> None:
+    """Reliability diagram: mean top-class probability against accuracy, per probability bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for key, label in (("whole_curves", "whole curves"), ("all_truncations", "first n detections, pooled")):
+        bins = calibration.get(key, {}).get("bins", [])
+        if bins:
+            ece = calibration[key]["ece"]
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=f"{label} (ECE {ece:.3f})")
+    ax.set_xlabel("top-class probability")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _energy_title(metrics: Mapping) -> str:
@@ -118,6 +146,9 @@ def summary_markdown(metrics: Mapping) -> str:
         _per_class_lines(metrics["per_class"], std.get("per_class", {})),
         _novelty_lines(metrics, std),
         _by_n_lines(metrics["accuracy_by_n_points"], std.get("accuracy_by_n_points", {})),
+        _false_alarm_lines(metrics.get("false_alarms_by_n_points", {}), std.get("false_alarms_by_n_points", {})),
+        _calibration_lines(metrics.get("calibration", {}), std.get("calibration", {})),
+        _survey_band_lines(metrics.get("by_survey_band", {}), std.get("by_survey_band", {})),
     ]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
@@ -164,10 +195,41 @@ def _novelty_lines(metrics: Mapping, std: Mapping) -> list[str]:
 
 def _by_n_lines(by_n: Mapping, std: Mapping) -> list[str]:
     lines = ["## Accuracy after the first n detections (known test objects)", "",
-             "| n | objects | scored | accuracy |", "|---|---|---|---|"]
+             "| n | objects | scored | network | RF, network features | RF, light-curve features |", "|---|---|---|---|---|---|"]
     for n, row in by_n.items():
-        accuracy = _pm(row, std.get(n, {}), "accuracy")
-        lines.append(f"| {n} | {_num(row['objects'])} | {_num(row['scored'])} | {accuracy} |")
+        cells = [_pm(row, std.get(n, {}), key) for key in
+                 ("accuracy", "random_forest_network_features", "random_forest_lightcurve_features")]
+        lines.append(f"| {n} | {_num(row['objects'])} | {_num(row['scored'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _false_alarm_lines(bins: Mapping, std: Mapping) -> list[str]:
+    lines = ["## False alarms by number of points (known test objects, first n detections for n = 20 ... 300)", "",
+             "| points scored | scorings | flagged at p80 (nominal 0.20) | flagged at p95 (nominal 0.05) |", "|---|---|---|---|"]
+    for name, row in bins.items():
+        cells = [_pm(row, std.get(name, {}), key) for key in ("rate_p80", "rate_p95")]
+        lines.append(f"| {name} | {_num(row['scorings'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _survey_band_lines(figures: Mapping, std: Mapping) -> list[str]:
+    lines = ["## Accuracy by source survey and band (known test objects)", "",
+             "| survey | band | objects | accuracy |", "|---|---|---|---|"]
+    for source, row in figures.get("by_source", {}).items():
+        lines.append(f"| {source} | all read | {_num(row['objects'])} | {_pm(row, std.get('by_source', {}).get(source, {}), 'accuracy')} |")
+    for key, row in figures.get("by_band", {}).items():
+        source, band = key.split(":", 1)
+        lines.append(f"| {source} | {band} alone | {_num(row['objects'])} | {_pm(row, std.get('by_band', {}).get(key, {}), 'accuracy')} |")
+    return lines
+
+
+def _calibration_lines(calibration: Mapping, std: Mapping) -> list[str]:
+    lines = ["## Calibration of the top-class probability", "", "| objects | ECE |", "|---|---|"]
+    for key, label in (("whole_curves", "whole curves"), ("all_truncations", "first n detections, pooled")):
+        if calibration.get(key):
+            lines.append(f"| {label} | {_pm(calibration[key], std.get(key, {}), 'ece')} |")
+    if calibration.get("temperature") is not None:
+        lines.append(f"\nTemperature: {calibration['temperature']:.3f}.")
     return lines
 
 

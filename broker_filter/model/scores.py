@@ -2,9 +2,12 @@
 
 An object can yield several chunks (a long light curve, or several bands). Its class
 probabilities are the softmax of the mean chunk log-probabilities (a normalised
-geometric mean: chunks vote in log space, as independent evidence would), and its energy
-is the mean chunk energy. Novelty thresholds are percentiles of training energies
-combined the same way, so the comparison is like with like. Both the reference scorer
+geometric mean: chunks vote in log space, as independent evidence would), divided by the
+bundle's calibrated temperature, and its energy is the mean chunk energy. Both means are
+weighted by chunk length, so that a 20-point leftover chunk does not weigh as much as a
+200-point one. Novelty: the energy's p-value among held-out known-class energies at the
+same number of points (:mod:`broker_filter.model.calibration`); a bundle without a
+calibration compares the energy with percentiles of training energies instead. Both the reference scorer
 (:meth:`broker_filter.model.bundle.ModelBundle.score`) uses :func:`combine_chunks`; the serving scorer
 does the same sums on the device (:func:`sum_chunks` then :func:`finish_objects`, with an
 integer object row per chunk instead of string ids) and returns a :class:`ScoreBatch`,
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from broker_filter.model.calibration import Calibration, novel_flags
 from broker_filter.model.lightcurve import first_appearance
 
 if TYPE_CHECKING:
@@ -32,8 +36,10 @@ class ObjectScore:
     """One object's classification and novelty verdict.
 
     ``probs``: class name -> probability (sums to 1). ``energy``: mean chunk energy (higher
-    means less like any known class). ``novel``: {"p80": energy > 80th percentile of
-    training energies, "p95": same at the 95th}. ``n_points``/``n_chunks``: points and
+    means less like any known class). ``p_value``: share of held-out known-class energies
+    at this number of points at least as high (None for an uncalibrated bundle).
+    ``novel``: {"p80": p_value <= 0.20, "p95": p_value <= 0.05} (uncalibrated: energy above
+    the 80th/95th percentile of training energies). ``n_points``/``n_chunks``: points and
     chunks that went into the score (over all its bands).
     """
 
@@ -44,6 +50,7 @@ class ObjectScore:
     n_points: int
     n_chunks: int
     novel: dict[str, bool]
+    p_value: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -54,6 +61,7 @@ class ObjectScore:
             "n_points": self.n_points,
             "n_chunks": self.n_chunks,
             "novel": dict(self.novel),
+            "p_value": self.p_value,
         }
 
 
@@ -71,23 +79,43 @@ class CombinedChunks:
 def combine_chunks(
     chunk_object_ids: Sequence[str], log_probs: np.ndarray, energies: np.ndarray, lengths: np.ndarray
 ) -> CombinedChunks:
-    """Group chunks by object id (first-appearance order); mean log-probs renormalised, mean energy."""
+    """Group chunks by object id (first-appearance order); length-weighted mean log-probs (renormalised) and energy."""
     ids, group = first_appearance(np.asarray(chunk_object_ids, dtype=object))
     n_objects = ids.size
     n_chunks = np.bincount(group, minlength=n_objects)
+    weight = np.asarray(lengths, dtype=np.float64)
+    total = np.bincount(group, weights=weight, minlength=n_objects)
     mean_log = np.zeros((n_objects, log_probs.shape[1]), dtype=np.float64)
-    np.add.at(mean_log, group, np.asarray(log_probs, dtype=np.float64))
-    mean_log /= n_chunks[:, None]
+    np.add.at(mean_log, group, np.asarray(log_probs, dtype=np.float64) * weight[:, None])
+    mean_log /= total[:, None]
     mean_log -= _logsumexp(mean_log)[:, None]
-    energy = np.bincount(group, weights=np.asarray(energies, dtype=np.float64), minlength=n_objects) / n_chunks
-    n_points = np.bincount(group, weights=np.asarray(lengths, dtype=np.float64), minlength=n_objects).astype(np.int64)
-    return CombinedChunks([str(i) for i in ids], mean_log, energy, n_points, n_chunks)
+    energy = np.bincount(group, weights=np.asarray(energies, dtype=np.float64) * weight, minlength=n_objects) / total
+    return CombinedChunks([str(i) for i in ids], mean_log, energy, total.astype(np.int64), n_chunks)
 
 
-def object_scores(combined: CombinedChunks, class_names: Sequence[str], thresholds: Mapping[str, float]) -> list[ObjectScore]:
+def novelty(energy: np.ndarray, n_points: np.ndarray, thresholds: Mapping[str, float],
+            calibration: Calibration | None) -> tuple[np.ndarray, np.ndarray]:
+    """(p-values (M,) float64, NaN when uncalibrated; flags (M, 2) bool for ``THRESHOLD_KEYS``)."""
+    energy = np.asarray(energy, dtype=np.float64)
+    if calibration is None:
+        flags = np.stack([energy > thresholds[key] for key in THRESHOLD_KEYS], axis=-1).reshape(-1, len(THRESHOLD_KEYS))
+        return np.full(energy.shape, np.nan), flags
+    p_values = calibration.p_values(energy, n_points)
+    return p_values, novel_flags(p_values).reshape(-1, len(THRESHOLD_KEYS))
+
+
+def calibrated_probs(log_probs: np.ndarray, calibration: Calibration | None) -> np.ndarray:
+    """Class probabilities from combined log-probabilities, temperature-scaled when calibrated."""
+    scaled = np.asarray(log_probs, dtype=np.float64) / (calibration.temperature if calibration else 1.0)
+    return np.exp(scaled - _logsumexp(scaled)[:, None])
+
+
+def object_scores(combined: CombinedChunks, class_names: Sequence[str], thresholds: Mapping[str, float],
+                  calibration: Calibration | None = None) -> list[ObjectScore]:
     """ObjectScore per combined object."""
-    probs = np.exp(combined.log_probs)
+    probs = calibrated_probs(combined.log_probs, calibration)
     top = probs.argmax(axis=1)
+    p_values, flags = novelty(combined.energy, combined.n_points, thresholds, calibration)
     return [
         ObjectScore(
             object_id=object_id,
@@ -96,7 +124,8 @@ def object_scores(combined: CombinedChunks, class_names: Sequence[str], threshol
             energy=float(combined.energy[i]),
             n_points=int(combined.n_points[i]),
             n_chunks=int(combined.n_chunks[i]),
-            novel={key: bool(combined.energy[i] > thresholds[key]) for key in THRESHOLD_KEYS},
+            novel={key: bool(flags[i, k]) for k, key in enumerate(THRESHOLD_KEYS)},
+            p_value=None if np.isnan(p_values[i]) else float(p_values[i]),
         )
         for i, object_id in enumerate(combined.object_ids)
     ]
@@ -122,6 +151,7 @@ class ScoreBatch:
     n_chunks: np.ndarray
     novel: np.ndarray
     class_names: tuple[str, ...]
+    p_value: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.object_index.size)
@@ -137,6 +167,7 @@ class ScoreBatch:
         probs = self.probs.tolist()
         energy = self.energy.tolist()
         n_points, n_chunks, novel = self.n_points.tolist(), self.n_chunks.tolist(), self.novel.tolist()
+        p_values = [None] * len(self) if self.p_value is None else [None if p != p else p for p in self.p_value.tolist()]
         names = self.class_names
         return [
             ObjectScore(
@@ -147,33 +178,39 @@ class ScoreBatch:
                 n_points=n_points[i],
                 n_chunks=n_chunks[i],
                 novel=dict(zip(THRESHOLD_KEYS, novel[i])),
+                p_value=p_values[i],
             )
             for i in range(len(self))
         ]
 
 
-def sum_chunks(rows: torch.Tensor, log_probs: torch.Tensor, energies: torch.Tensor, out_log: torch.Tensor, out_energy: torch.Tensor) -> None:
-    """Add chunk log-probabilities (N, K) and energies (N,) into per-object rows (``index_add_``, float64).
+def sum_chunks(rows: torch.Tensor, log_probs: torch.Tensor, energies: torch.Tensor, lengths: torch.Tensor,
+               out_log: torch.Tensor, out_energy: torch.Tensor) -> None:
+    """Add length-weighted chunk log-probabilities (N, K) and energies (N,) into per-object rows (float64).
 
-    ``rows`` (N,) int64: each chunk's object row. The integer row replaces
-    :func:`combine_chunks`'s ``np.unique`` over string ids; summing in float64 keeps the
-    result independent of the order in which batches arrive.
+    ``rows`` (N,) int64: each chunk's object row; ``lengths`` (N,): its points. The integer
+    row replaces :func:`combine_chunks`'s ``np.unique`` over string ids; summing in float64
+    keeps the result independent of the order in which batches arrive.
     """
-    out_log.index_add_(0, rows, log_probs.double())
-    out_energy.index_add_(0, rows, energies.double())
+    weight = lengths.to(device=out_log.device, dtype=out_log.dtype)
+    out_log.index_add_(0, rows, log_probs.double() * weight[:, None])
+    out_energy.index_add_(0, rows, energies.double() * weight)
 
 
-def finish_objects(sum_log: torch.Tensor, sum_energy: torch.Tensor, n_chunks: torch.Tensor, thresholds: torch.Tensor):
+def finish_objects(sum_log: torch.Tensor, sum_energy: torch.Tensor, n_points: torch.Tensor, thresholds: torch.Tensor,
+                   temperature: float = 1.0):
     """Per-object (probs (M, K), energy (M,), novel (M, T)) from chunk sums, as :func:`combine_chunks` does.
 
-    Mean log-probabilities renormalised by their log-sum-exp, mean energy, and the energy
-    compared with each threshold (``thresholds`` (T,) in ``THRESHOLD_KEYS`` order).
+    Length-weighted mean log-probabilities divided by the temperature and renormalised,
+    mean energy, and the energy compared with each training threshold (``thresholds`` (T,)
+    in ``THRESHOLD_KEYS`` order; a calibrated bundle replaces these flags by p-values on
+    the host, see :func:`novelty`).
     """
     import torch
 
-    mean_log = sum_log / n_chunks[:, None]
+    mean_log = sum_log / (n_points[:, None] * temperature)
     probs = torch.exp(mean_log - torch.logsumexp(mean_log, dim=1, keepdim=True))
-    energy = sum_energy / n_chunks
+    energy = sum_energy / n_points
     return probs, energy, energy[:, None] > thresholds[None, :]
 
 

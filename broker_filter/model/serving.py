@@ -53,7 +53,7 @@ from broker_filter.model.bundle import ModelBundle, resolve_device
 from broker_filter.model.features import ChunkTensors, chunk_layout, prepare_chunks, resolve_periods
 from broker_filter.model.gmm import energy
 from broker_filter.model.lightcurve import LightCurve, LightCurveBatch, first_appearance
-from broker_filter.model.scores import THRESHOLD_KEYS, ObjectScore, ScoreBatch, finish_objects, sum_chunks
+from broker_filter.model.scores import THRESHOLD_KEYS, ObjectScore, ScoreBatch, finish_objects, novelty, sum_chunks
 
 #: Batches of at most this many chunks run as captured CUDA graphs, padded to a power of two
 #: from 64: small batches are bound by kernel launches (four RNN layers x ``n_max`` steps).
@@ -150,6 +150,8 @@ class Scorer:
         self.class_names = bundle.class_names
         self.thresholds = dict(bundle.thresholds)
         self._threshold_tensor = torch.tensor([self.thresholds[k] for k in THRESHOLD_KEYS], dtype=torch.float64, device=self.device)
+        self.calibration = bundle.calibration
+        self.temperature = bundle.calibration.temperature if bundle.calibration else 1.0
         self.max_batch = max_batch
         self.autocast_dtype = torch.float16 if mixed_precision and self.device.type == "cuda" else None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -257,8 +259,10 @@ class Scorer:
             sum_log = torch.zeros((plan.n_rows, len(self.class_names)), dtype=torch.float64)
             sum_energy = torch.zeros(plan.n_rows, dtype=torch.float64)
             for (first, stop), (log_probs, energies) in zip(slices, outputs):
-                sum_chunks(torch.from_numpy(plan.row[first:stop]), log_probs, energies, sum_log, sum_energy)
-            probs, energies, novel = finish_objects(sum_log, sum_energy, torch.from_numpy(plan.n_chunks).double(), self._threshold_tensor)
+                sum_chunks(torch.from_numpy(plan.row[first:stop]), log_probs, energies, torch.from_numpy(plan.length[first:stop]),
+                           sum_log, sum_energy)
+            probs, energies, novel = finish_objects(sum_log, sum_energy, torch.from_numpy(plan.n_points).double(),
+                                                    self._threshold_tensor, self.temperature)
         return probs.numpy(), energies.numpy(), novel.numpy()
 
 
@@ -298,9 +302,10 @@ class PendingScores:
             probs, energies, novel = out[:-1, :k], out[:-1, k], out[:-1, k + 1 :] != 0
         else:
             probs, energies, novel = self._outputs
+        p_values, calibrated_novel = novelty(energies, plan.n_points, scorer.thresholds, scorer.calibration)
         return ScoreBatch(
             self._batch.object_ids[plan.object_index], plan.object_index, probs, energies, plan.n_points,
-            plan.n_chunks, novel, scorer.class_names,
+            plan.n_chunks, novel if scorer.calibration is None else calibrated_novel, scorer.class_names, p_values,
         )
 
 
@@ -381,7 +386,7 @@ class _CudaRunner:
             meta_np[:n], meta_np[n : 2 * n], meta_np[3 * n : 4 * n] = plan.start, plan.length, plan.row
             meta_np[2 * n : 3 * n] = plan.period.view(np.int64)
             meta_np[4 * n : 4 * n + batch.offsets.size] = batch.offsets
-            meta_np[4 * n + batch.offsets.size : 4 * n + batch.offsets.size + plan.n_rows] = plan.n_chunks
+            meta_np[4 * n + batch.offsets.size : 4 * n + batch.offsets.size + plan.n_rows] = plan.n_points
             columns = [self._points(name, getattr(batch, name)) for name in ("time", "mag", "mag_err")]
             meta = torch.empty(4 * n + batch.offsets.size + plan.n_rows, dtype=torch.int64, device=device)
             time, mag, mag_err = (torch.empty(points, dtype=c.dtype, device=device) for c in columns)
@@ -400,14 +405,14 @@ class _CudaRunner:
                     period, row = meta[2 * n + first : 2 * n + stop].view(torch.float64), meta[3 * n + first : 3 * n + stop]
                     chunks = prepare_chunks(time, mag, start, length, period, width, scorer.preprocess)
                     log_probs, energies = self._network(chunks, lane)
-                    sum_chunks(row, log_probs, energies, *lane_sums[lane])
+                    sum_chunks(row, log_probs, energies, length, *lane_sums[lane])
             for lane in self.lanes:
                 main.wait_stream(lane)
             main.wait_event(ready[-1])
             sum_log = sum(s for s, _ in lane_sums)
             sum_energy = sum(e for _, e in lane_sums)
-            n_chunks = meta[4 * n + batch.offsets.size :].double()
-            probs, energies, novel = finish_objects(sum_log, sum_energy, n_chunks, scorer._threshold_tensor)
+            n_points = meta[4 * n + batch.offsets.size :].double()
+            probs, energies, novel = finish_objects(sum_log, sum_energy, n_points, scorer._threshold_tensor, scorer.temperature)
             out = torch.zeros((plan.n_rows + 1, k + 1 + novel.shape[1]), dtype=torch.float64, device=device)
             out[:-1, :k], out[:-1, k], out[:-1, k + 1 :] = probs, energies, novel.double()
             if not checked:

@@ -10,7 +10,14 @@ Modes (the paper's ``--gmm_on`` switch):
   estimation network alone on the frozen autoencoder for ``cls_epoch`` epochs.
 
 Either way the final mixture is fitted once on the whole training set and frozen, and the
-novelty thresholds are the 80th/95th percentiles of the training objects' energies.
+(legacy) thresholds are the 80th/95th percentiles of the training objects' energies. With
+``calibrate`` the validation objects, which no weight update saw, are then scored at every
+prefix a stream would show, and give the temperature and the energies by number of points
+behind the novelty p-values (:mod:`broker_filter.model.calibration`).
+
+``prefix_sizes`` augments the training set with the first n points of each light curve
+(their periods estimated on those points alone), so that the network learns what a young
+object looks like: live objects are scored from their first 20 points.
 
 The validation set is a stratified split of objects (never of chunks: chunks of one star
 in both sets would flatter the figures), unless the caller passes one (cross-validation).
@@ -37,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from broker_filter.model.bundle import ModelBundle, resolve_device
+from broker_filter.model.calibration import Calibration, calibration_curves, fit_calibration
 from broker_filter.model.classes import ClassMapping
 from broker_filter.model.data import LightCurve, lightcurves_digest
 from broker_filter.model.features import PreparedBatch, PreprocessConfig, prepare_batch, resolve_periods
@@ -141,22 +149,30 @@ def train(
         raise TrainError(f"need labelled light curves of the classes {list(mapping.known)} for training and validation")
 
     device = resolve_device(cfg.device)
-    train_batch, train_data = _prepare(train_lcs, mapping, pre, periods, cfg.ss_resid, device)
+    augmented = [*train_lcs, *prefix_curves(train_lcs, cfg.prefix_sizes)]
+    train_batch, train_data = _prepare(augmented, mapping, pre, periods, cfg.ss_resid, device)
     val_batch, val_data = _prepare(val_lcs, mapping, pre, periods, None, device)
     if len(train_data) == 0 or len(val_data) == 0:
         raise TrainError(f"no chunks of at least n_min={pre.n_min} points in the training or validation light curves")
 
     torch.manual_seed(cfg.seed)
     network = AutoencoderGMM(cfg.network(len(mapping.known))).to(device)
-    network.set_support_statistics(train_data.supports)
+    network.set_support_statistics(train_data.inputs, train_data.lengths, train_data.supports)
     class_weights = _class_weights(train_data.labels, len(mapping.known), cfg.class_weight).to(device)
 
     run = _Run(cfg, network, class_weights, train_data, val_data, out_dir, resume)
-    phases = [("joint", cfg.nb_epoch)] if cfg.gmm_on else [("autoencoder", cfg.nb_epoch), ("classifier", cfg.cls_epoch)]
+    phases = [("joint", cfg.nb_epoch)] if cfg.gmm_on else [("autoencoder", cfg.nb_epoch)]
+    if not cfg.gmm_on or cfg.finetune:
+        phases.append(("classifier", cfg.cls_epoch))
     history = {name: run.phase(name, epochs) for name, epochs in phases}
 
     gmm, train_energy = _fit_final_gmm(network, train_data)
     thresholds = {key: float(np.percentile(train_energy, q)) for key, q in PERCENTILES.items()}
+    network = network.cpu().eval()
+    calibration = None
+    if cfg.calibrate:
+        uncalibrated = ModelBundle(network=network, preprocess=pre, class_mapping=mapping, gmm=gmm, thresholds=thresholds)
+        calibration = held_out_calibration(uncalibrated, val_lcs, periods, device)
     metrics = {
         "train_accuracy_per_chunk": _accuracy(network, train_data),
         "val_accuracy_per_chunk": _accuracy(network, val_data),
@@ -166,17 +182,19 @@ def train(
         "device": str(device),
     }
     bundle = ModelBundle(
-        network=network.cpu().eval(),
+        network=network,
         preprocess=pre,
         class_mapping=mapping,
         gmm=gmm,
         thresholds=thresholds,
+        calibration=calibration,
         training={
             "config": cfg.to_dict(),
             "data_digest": lightcurves_digest([*train_lcs, *val_lcs]),
             "train_objects": len({lc.object_id for lc in train_lcs}),
             "val_objects": len({lc.object_id for lc in val_lcs}),
             "train_chunks": len(train_data),
+            "train_prefix_curves": len(augmented) - len(train_lcs),
             "val_chunks": len(val_data),
             "class_counts_train_chunks": {
                 name: int((train_data.labels == k).sum()) for k, name in enumerate(mapping.known)
@@ -187,6 +205,38 @@ def train(
     bundle.save(out_dir)
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     return bundle
+
+
+def prefix_curves(lcs: Sequence[LightCurve], sizes: Sequence[int]) -> list[LightCurve]:
+    """The first n points of every light curve longer than n, for each n of ``sizes``.
+
+    Each prefix has its own id (``object#first<n>``) so that no period of the whole curve
+    is looked up for it: its period is estimated on its own points, as the daemon's is.
+    """
+    out = []
+    for lc in lcs:
+        clean = lc.cleaned()
+        for n in sizes:
+            if len(clean) > n:
+                out.append(LightCurve(f"{lc.object_id}#first{n}", lc.band, clean.time[:n], clean.mag[:n], clean.mag_err[:n],
+                                      None, lc.label, lc.source))
+    return out
+
+
+def held_out_calibration(bundle: ModelBundle, val_lcs: Sequence[LightCurve],
+                         periods: Mapping[tuple[str, str], float] | None, device) -> Calibration:
+    """Temperature and novelty energies from every stream prefix of the validation objects."""
+    by_object: dict[str, list[LightCurve]] = {}
+    for lc in val_lcs:
+        by_object.setdefault(lc.object_id, []).append(lc)
+    curves = calibration_curves({k: tuple(v) for k, v in by_object.items()})
+    whole = {(f"{oid}#all", band): p for (oid, band), p in (periods or {}).items()}
+    batch = prepare_batch(curves, bundle.preprocess, _periods_for(curves, bundle.preprocess, whole))
+    log_probs, energies = bundle.chunk_outputs(batch, device)
+    combined = combine_chunks([curves[i].object_id for i in batch.owner], log_probs, energies, batch.lengths)
+    label_of = {lc.object_id: bundle.class_mapping.index_of(lc.label) for lc in val_lcs}
+    labels = np.array([label_of[oid.rsplit("#", 1)[0]] for oid in combined.object_ids], dtype=np.int64)
+    return fit_calibration(combined.log_probs, labels, combined.energy, combined.n_points)
 
 
 def _prepare(lcs, mapping, pre, periods, ss_resid, device) -> tuple[PreparedBatch, _Tensors]:
@@ -219,7 +269,7 @@ def _class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor:
         return torch.ones(k)
     counts = torch.bincount(labels.cpu(), minlength=k).double()
     weights = counts.sum() / (k * counts.clamp_min(1))
-    return weights.float()
+    return (weights.sqrt() if mode == "sqrt" else weights).float()
 
 
 class _Run:

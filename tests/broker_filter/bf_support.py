@@ -219,14 +219,15 @@ def assert_matches_offline(archive: Path, records: Iterable[dict], bundle) -> fl
     batch = prepare_batch(curves, bundle.preprocess, scheduled_periods(curves, bundle.preprocess))
     log_probs, energies = bundle.chunk_outputs(batch)
     combined = combine_chunks([curves[i].object_id for i in batch.owner], log_probs, energies, batch.lengths)
-    reference = {score.object_id: score for score in object_scores(combined, bundle.class_names, bundle.thresholds)}
+    reference = {score.object_id: score for score in object_scores(combined, bundle.class_names, bundle.thresholds, bundle.calibration)}
     assert reference.keys() == {r["record_id"] for r in scored}
     for record in scored:
         expected = reference[record["record_id"]]
         assert expected.top_class == record["top_class"], record["record_id"]
         assert expected.n_points == record["n_points"]
         assert math.isclose(expected.energy, record["energy"], rel_tol=1e-4, abs_tol=1e-4)
-        assert (expected.energy > record["novelty_threshold_energy"]) == record["novel"]
+        assert expected.novel[f"p{record['novelty_threshold_percentile']}"] == record["novel"]
+        assert math.isclose(expected.p_value, record["novelty_p_value"], rel_tol=1e-6)
         for name, p in expected.probs.items():
             assert math.isclose(p, record["probabilities"][name], rel_tol=1e-4, abs_tol=1e-5)
     return sum(r["novel"] for r in scored) / max(len(scored), 1)

@@ -12,7 +12,7 @@ MODEL = ModelIdentity("0123456789abcdef", "0.1.0", "p95", 12.5)
 ALERT = Alert("ZTF18aaaaaaa", 42, "ztf", "4.02", 7, (Detection(7, 60000.5, "g", 15.0, 0.05),))
 
 
-def _scored(energy: float) -> dict:
+def _scored(energy: float, p_value: float = 0.01) -> dict:
     return classification_record(
         ALERT,
         status="scored",
@@ -23,19 +23,23 @@ def _scored(energy: float) -> dict:
         probabilities={"RRAB": 0.9, "ECL": 0.1},
         top_class="RRAB",
         energy=energy,
+        novel=p_value <= 0.05,
+        p_value=p_value,
+        threshold_energy=12.5,
         timestamp_ms=5,
         now_ms=6,
     )
 
 
-def test_scored_record_round_trips_and_flags_above_threshold():
+def test_scored_record_round_trips_and_carries_the_novelty_p_value():
     record = _scored(13.0)
     assert record["record_id"] == "ztf:ZTF18aaaaaaa:42" and record["novel"] is True
-    assert record["novelty_threshold_percentile"] == 95
+    assert record["novelty_threshold_percentile"] == 95 and record["schema_version"] == 2
+    assert record["novelty_p_value"] == 0.01 and record["novelty_threshold_energy"] == 12.5
     assert decode("classification", encode("classification", record)) == record
     novelty = novelty_record(record)
     assert decode("novelty", encode("novelty", novelty)) == novelty
-    assert _scored(12.0)["novel"] is False
+    assert _scored(12.0, p_value=0.3)["novel"] is False
 
 
 def test_below_minimum_record_has_no_scores():

@@ -70,8 +70,8 @@ def test_model_card_quotes_only_measured_figures() -> None:
     """Every number in the model card is in MODEL.md (measured, with its command) or in the
     default bundle's own bundle.json; years of citations aside."""
     card = (REPO / "docs" / "MODEL_CARD.md").read_text()
-    sources = (REPO / "docs" / "MODEL.md").read_text() + (REPO / "model" / "bundles" / "default" / "bundle.json").read_text()
-    bundle = json.loads((REPO / "model" / "bundles" / "default" / "bundle.json").read_text())
+    sources = (REPO / "docs" / "MODEL.md").read_text() + (REPO / "broker_filter" / "model" / "bundles" / "default" / "bundle.json").read_text()
+    bundle = json.loads((REPO / "broker_filter" / "model" / "bundles" / "default" / "bundle.json").read_text())
     assert f"bundle_id `{bundle['bundle_id']}`" in card, "the model card describes another bundle"
     for number in re.findall(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w]|\.\d)", card):
         if re.fullmatch(r"(19|20)\d\d", number):

@@ -184,6 +184,13 @@ def test_evaluate_command_writes_every_file_and_key(tiny_bundle, tmp_path):
     assert "accuracy_per_chunk" in metrics["baselines"]["random_forest_network_features"]
     assert novelty_keys <= set(metrics["baselines"]["isolation_forest_lightcurve_features"]["VAR"])
     assert "| network (RNN autoencoder + GMM) |" in (out / "summary.md").read_text()
+    bins = metrics["false_alarms_by_n_points"]
+    assert list(bins) == ["20-29", "30-49", "50-99", "100-199", "200+"]
+    flagged = [row for row in bins.values() if row["scorings"]]
+    assert flagged and all(0.0 <= row["rate_p95"] <= row["rate_p80"] <= 1.0 for row in flagged)
+    by_band = metrics["by_survey_band"]["by_band"]
+    assert by_band and all(key.count(":") == 1 and row["objects"] >= 0 for key, row in by_band.items())
+    assert sum(row["objects"] for row in metrics["by_survey_band"]["by_source"].values()) == metrics["counts"]["test_objects"]
 
     # Two "folds" made of this result: means, spreads and summed counts as documented.
     second = json.loads(json.dumps(metrics))
@@ -243,3 +250,37 @@ def test_unknown_training_option_is_refused(tmp_path, capsys):
                               "--train-option", "hidden_units=3"])
     assert args.handler(args) == 2
     assert "unknown training option(s) ['hidden_units']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_external_evaluation_scores_every_object_of_an_independent_set(tmp_path, one_torch_thread):
+    """split -> train on one part -> evaluate --external on the other: every object of DIR is tested."""
+    from broker_filter.commands import evaluate, split, train as train_command
+    from broker_filter.model.data import load_lightcurve_table
+
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    for command in (evaluate, split, train_command):
+        command.register(subparsers)
+    parts = tmp_path / "parts"
+    args = parser.parse_args(["split", "--data", str(EVAL_DATA), "--out", str(parts), "--fraction", "0.3"])
+    assert args.handler(args) == 0
+    bundle_dir = tmp_path / "bundle"
+    args = parser.parse_args(["train", "--data", str(parts / "train"), "--out", str(bundle_dir), "--size", "8",
+                              "--num_layers", "1", "--embedding", "4", "--nb_epoch", "1", "--batch_size", "32",
+                              "--val_frac", "0.25", "--device", "cpu", "--quiet"])
+    assert args.handler(args) == 0
+    out = tmp_path / "report"
+    args = parser.parse_args(["evaluate", "--external", "--model", str(bundle_dir), "--data", str(parts / "external"),
+                              "--train-data", str(parts / "train"), "--out", str(out), "--device", "cpu", "--n-points", "20,50"])
+    assert args.handler(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    external_ids = {lc.object_id for lc in load_lightcurve_table(parts / "external")}
+    counts = metrics["counts"]
+    tested = counts["test_objects"] + counts["unscored"]["test"] + sum(counts["novel_objects"].values()) + sum(
+        n for name, n in counts["unscored"].items() if name not in ("train", "test"))
+    assert tested == len(external_ids)  # every object of DIR, known or novel, is a test object
+    assert metrics["external"]["train_data_is_bundle_data"] and metrics["external"]["objects_trained_on"] == 0
+    assert {"random_forest_network_features", "random_forest_lightcurve_features"} <= set(metrics["accuracy_by_n_points"]["20"])
+    assert 0.0 <= metrics["calibration"]["whole_curves"]["ece"] <= 1.0
+    assert (out / "reliability.png").is_file()

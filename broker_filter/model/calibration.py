@@ -1,0 +1,148 @@
+"""Calibration fitted on objects that training did not fit: novelty p-values and probabilities.
+
+Two things a broker relies on are fixed here, after the network is trained:
+
+* **Novelty p-values by number of points.** The energy of a short light curve is higher
+  whatever its class, so one threshold from whole training curves flags most young stars.
+  Instead, the energies of held-out known-class objects (the validation split, which no
+  weight update saw) are kept per bin of scored points, for every prefix a stream would
+  show (the first 20, 25, ... detections, and the whole curve). An object's p-value is the
+  share of those energies, in its bin, at least as high as its own (a split-conformal
+  p-value: for a known-class object it is uniform, so flagging ``p <= 0.05`` flags 5% of
+  them at every age). ``novel`` at the 95th percentile means ``p <= 0.05``.
+* **Temperature scaling** (Guo et al. 2017): one temperature ``T`` divides the combined
+  log-probabilities before the softmax, fitted by likelihood on the same objects, so that
+  the top-class probability means what it says.
+
+The bins' energies are stored in the bundle (a few thousand numbers), so serving computes
+p-values with one ``searchsorted`` per bin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from broker_filter.model.lightcurve import LightCurve, first_detections
+
+#: Lower edges of the bins of scored points: [0, 30), [30, 50), [50, 100), [100, 200), [200, inf).
+N_POINTS_EDGES = (0, 30, 50, 100, 200)
+#: Prefixes (detections, all bands in time order) of each calibration object; the whole curve too.
+CALIBRATION_PREFIXES = (20, 25, 30, 40, 50, 70, 100, 150, 200, 300)
+#: Percentile keys and the p-value at or below which each flags.
+LEVELS = {"p80": 0.20, "p95": 0.05}
+_TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(10.0), 400))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``temperature``; ``edges``: bin lower edges (points); ``energies``: sorted held-out energies per bin."""
+
+    temperature: float
+    edges: tuple[int, ...]
+    energies: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError("temperature must be positive")
+        if len(self.edges) != len(self.energies) or any(e.size == 0 for e in self.energies):
+            raise ValueError("calibration needs one non-empty energy list per bin")
+
+    def bins(self, n_points: np.ndarray) -> np.ndarray:
+        """Bin index of each number of points."""
+        index = np.searchsorted(np.asarray(self.edges), np.asarray(n_points), side="right") - 1
+        return np.clip(index, 0, len(self.edges) - 1)
+
+    def p_values(self, energy: np.ndarray, n_points: np.ndarray) -> np.ndarray:
+        """(1 + #{held-out energies >= e}) / (1 + #held-out), within the object's bin."""
+        energy = np.asarray(energy, dtype=np.float64)
+        bins = self.bins(n_points)
+        out = np.ones(energy.shape, dtype=np.float64)
+        for b in np.unique(bins):
+            pick = bins == b
+            reference = self.energies[b]
+            at_least = reference.size - np.searchsorted(reference, energy[pick], side="left")
+            out[pick] = (1.0 + at_least) / (1.0 + reference.size)
+        return out
+
+    def threshold(self, n_points: np.ndarray, key: str) -> np.ndarray:
+        """The energy above which an object of ``n_points`` is flagged at ``key`` (informative)."""
+        bins = self.bins(n_points)
+        return np.array([np.quantile(self.energies[b], 1.0 - LEVELS[key]) for b in np.atleast_1d(bins)])
+
+    def to_dict(self) -> dict:
+        return {
+            "temperature": float(self.temperature),
+            "n_points_edges": list(self.edges),
+            "energies": [[float(v) for v in e] for e in self.energies],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Calibration:
+        return cls(
+            float(data["temperature"]),
+            tuple(int(e) for e in data["n_points_edges"]),
+            tuple(np.sort(np.asarray(e, dtype=np.float64)) for e in data["energies"]),
+        )
+
+
+def novel_flags(p_values: np.ndarray) -> np.ndarray:
+    """(M, 2) bool, one column per :data:`LEVELS` key in order (p80, p95)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    return np.stack([p <= level for level in LEVELS.values()], axis=-1)
+
+
+def fit_temperature(log_probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of ``labels`` (grid search, 0.2-10)."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    best, best_nll = 1.0, np.inf
+    for t in _TEMPERATURES:
+        scaled = log_probs / t
+        scaled -= scaled.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(axis=1))
+        nll = float(np.mean(log_norm - scaled[np.arange(labels.size), labels]))
+        if nll < best_nll:
+            best, best_nll = float(t), nll
+    return best
+
+
+def fit_calibration(
+    log_probs: np.ndarray, labels: np.ndarray, energies: np.ndarray, n_points: np.ndarray,
+    edges: Sequence[int] = N_POINTS_EDGES,
+) -> Calibration:
+    """Temperature and per-bin energies from held-out known-class scores (one row per object and prefix).
+
+    A bin no held-out score fell in borrows the nearest non-empty bin's energies (a bundle
+    trained on short curves only has no 200+ bin, and serving must still answer there).
+    """
+    energies = np.asarray(energies, dtype=np.float64)
+    n_points = np.asarray(n_points)
+    if energies.size == 0:
+        raise ValueError("no held-out scores to calibrate on")
+    index = np.clip(np.searchsorted(np.asarray(edges), n_points, side="right") - 1, 0, len(edges) - 1)
+    filled = [np.sort(energies[index == b]) for b in range(len(edges))]
+    present = [b for b in range(len(edges)) if filled[b].size]
+    per_bin = tuple(filled[b] if filled[b].size else filled[min(present, key=lambda p: abs(p - b))] for b in range(len(edges)))
+    return Calibration(fit_temperature(log_probs, labels), tuple(int(e) for e in edges), per_bin)
+
+
+def calibration_curves(
+    objects: Mapping[str, Sequence[LightCurve]], prefixes: Sequence[int] = CALIBRATION_PREFIXES
+) -> list[LightCurve]:
+    """Every prefix of every object a stream would show, as light curves of ids ``object#n``.
+
+    ``objects``: object id -> its light curves. The whole curve is one of the prefixes
+    (``object#all``); a prefix at least as long as the object is skipped.
+    """
+    out: list[LightCurve] = []
+    for object_id, curves in objects.items():
+        total = sum(len(c) for c in curves)
+        for n in [*[p for p in prefixes if p < total], None]:
+            part = curves if n is None else first_detections(curves, n)
+            tag = "all" if n is None else str(n)
+            out.extend(LightCurve(f"{object_id}#{tag}", c.band, c.time, c.mag, c.mag_err, c.period, c.label, c.source)
+                       for c in part)
+    return out
