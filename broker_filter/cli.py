@@ -23,6 +23,8 @@ COMMANDS = (
     "train",
     "evaluate",
     "split",
+    "calibrate",
+    "evaluate_stream",
     "replay",
     "run",
     "check",

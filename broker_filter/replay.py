@@ -5,6 +5,9 @@ archive decodes each record once and keeps its bytes for dead-lettering), feeds 
 :class:`~broker_filter.pipeline.Pipeline` as the Kafka daemon, batch by batch, and writes
 ``classifications.jsonl``, ``novelty.jsonl`` and ``dead_letter.jsonl`` into the output
 folder, then ``summary.json``. Inference runs in line: there is no consumer to keep alive.
+When ``labels.csv`` files lie in or beside the sources (archives made by ``simulate``),
+the records are joined with them (:mod:`broker_filter.truth`): ``truth.json``,
+``truth.png`` and a short ``labelled`` block in the summary.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class ReplaySummary:
     seconds: float = 0.0
     bundle_id: str = ""
     top_classes: dict[str, int] = field(default_factory=dict)
+    labelled: dict | None = None
 
 
 def replay(
@@ -78,8 +82,25 @@ def replay(
             _write(pipeline.complete(batch, pipeline.score(batch)), sinks, tally)
     pipeline.store.flush()
     summary = tally.summary(time.perf_counter() - started, pipeline.model.bundle_id)
+    summary.labelled = _judge(sources, out_dir, pipeline.inferencer.bundle.class_mapping)
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
+
+
+def _judge(sources: Sequence[str | Path], out_dir: Path, mapping) -> dict | None:
+    """Join the records with the labels beside the sources, if any: truth.json, truth.png, the summary's block."""
+    from broker_filter.truth import find_labels, plot_truth, stream_truth
+
+    labels = find_labels(sources)
+    if not labels:
+        return None
+    records_path = out_dir / OUTPUT_FILES["classification"]
+    with records_path.open() as handle:
+        result = stream_truth((json.loads(line) for line in handle), labels, mapping)
+    (out_dir / "truth.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_truth(records_path, labels, mapping, out_dir / "truth.png")
+    keys = ("known_objects", "final_accuracy", "known_scorings", "false_alarm_rate", "novel_objects", "novel_detected")
+    return {key: result[key] for key in keys if key in result}
 
 
 def _write(outputs: list[Output], sinks: dict, tally: _Tally) -> None:

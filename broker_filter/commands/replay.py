@@ -60,4 +60,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"broker-filter replay: {error}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in summary.__dict__.items()}, indent=None))
+    if summary.labelled is not None:
+        from broker_filter.truth import truth_table
+
+        print(truth_table(json.loads((Path(args.out) / "truth.json").read_text())), file=sys.stderr)
     return 0

@@ -10,9 +10,10 @@ Two things a broker relies on are fixed here, after the network is trained:
   share of those energies, in its bin, at least as high as its own (a split-conformal
   p-value: for a known-class object it is uniform, so flagging ``p <= 0.05`` flags 5% of
   them at every age). ``novel`` at the 95th percentile means ``p <= 0.05``.
-* **Temperature scaling** (Guo et al. 2017): one temperature ``T`` divides the combined
-  log-probabilities before the softmax, fitted by likelihood on the same objects, so that
-  the top-class probability means what it says.
+* **Temperature scaling** (Guo et al. 2017), by number of points: a temperature ``T`` per
+  bin divides the combined log-probabilities before the softmax, fitted by likelihood on the
+  same objects' prefixes in that bin, so that the top-class probability means what it says
+  for a young star (over-confident at 20 points) and for an old one alike.
 
 The bins' energies are stored in the bundle (a few thousand numbers), so serving computes
 p-values with one ``searchsorted`` per bin.
@@ -33,22 +34,32 @@ N_POINTS_EDGES = (0, 30, 50, 100, 200)
 CALIBRATION_PREFIXES = (20, 25, 30, 40, 50, 70, 100, 150, 200, 300)
 #: Percentile keys and the p-value at or below which each flags.
 LEVELS = {"p80": 0.20, "p95": 0.05}
+#: Held-out rows a bin needs to get a temperature of its own.
+MIN_TEMPERATURE_ROWS = 30
 _TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(10.0), 400))
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """``temperature``; ``edges``: bin lower edges (points); ``energies``: sorted held-out energies per bin."""
+    """``temperature``: over all held-out rows; ``edges``: bin lower edges (points); ``energies``:
+    sorted held-out energies per bin; ``temperatures``: one per bin (all ``temperature`` when absent)."""
 
     temperature: float
     edges: tuple[int, ...]
     energies: tuple[np.ndarray, ...]
+    temperatures: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError("temperature must be positive")
-        if len(self.edges) != len(self.energies) or any(e.size == 0 for e in self.energies):
-            raise ValueError("calibration needs one non-empty energy list per bin")
+        if not self.temperatures:
+            object.__setattr__(self, "temperatures", (self.temperature,) * len(self.edges))
+        if not (self.temperature > 0 and all(t > 0 for t in self.temperatures)):
+            raise ValueError("temperatures must be positive")
+        if not (len(self.edges) == len(self.energies) == len(self.temperatures)) or any(e.size == 0 for e in self.energies):
+            raise ValueError("calibration needs one non-empty energy list and one temperature per bin")
+
+    def temperature_at(self, n_points: np.ndarray) -> np.ndarray:
+        """The temperature of each object's bin of scored points."""
+        return np.asarray(self.temperatures, dtype=np.float64)[self.bins(n_points)]
 
     def bins(self, n_points: np.ndarray) -> np.ndarray:
         """Bin index of each number of points."""
@@ -73,8 +84,10 @@ class Calibration:
         return np.array([np.quantile(self.energies[b], 1.0 - LEVELS[key]) for b in np.atleast_1d(bins)])
 
     def to_dict(self) -> dict:
+        per_bin = {} if set(self.temperatures) == {self.temperature} else {"temperatures": [float(t) for t in self.temperatures]}
         return {
             "temperature": float(self.temperature),
+            **per_bin,
             "n_points_edges": list(self.edges),
             "energies": [[float(v) for v in e] for e in self.energies],
         }
@@ -85,6 +98,7 @@ class Calibration:
             float(data["temperature"]),
             tuple(int(e) for e in data["n_points_edges"]),
             tuple(np.sort(np.asarray(e, dtype=np.float64)) for e in data["energies"]),
+            tuple(float(t) for t in data.get("temperatures", ())),
         )
 
 
@@ -113,10 +127,11 @@ def fit_calibration(
     log_probs: np.ndarray, labels: np.ndarray, energies: np.ndarray, n_points: np.ndarray,
     edges: Sequence[int] = N_POINTS_EDGES,
 ) -> Calibration:
-    """Temperature and per-bin energies from held-out known-class scores (one row per object and prefix).
+    """Temperatures and per-bin energies from held-out known-class scores (one row per object and prefix).
 
     A bin no held-out score fell in borrows the nearest non-empty bin's energies (a bundle
-    trained on short curves only has no 200+ bin, and serving must still answer there).
+    trained on short curves only has no 200+ bin, and serving must still answer there); a
+    bin with fewer than ``MIN_TEMPERATURE_ROWS`` rows takes the temperature of all rows.
     """
     energies = np.asarray(energies, dtype=np.float64)
     n_points = np.asarray(n_points)
@@ -126,7 +141,11 @@ def fit_calibration(
     filled = [np.sort(energies[index == b]) for b in range(len(edges))]
     present = [b for b in range(len(edges)) if filled[b].size]
     per_bin = tuple(filled[b] if filled[b].size else filled[min(present, key=lambda p: abs(p - b))] for b in range(len(edges)))
-    return Calibration(fit_temperature(log_probs, labels), tuple(int(e) for e in edges), per_bin)
+    log_probs, labels = np.asarray(log_probs, dtype=np.float64), np.asarray(labels)
+    overall = fit_temperature(log_probs, labels)
+    temperatures = tuple(fit_temperature(log_probs[index == b], labels[index == b])
+                         if (index == b).sum() >= MIN_TEMPERATURE_ROWS else overall for b in range(len(edges)))
+    return Calibration(overall, tuple(int(e) for e in edges), per_bin, temperatures)
 
 
 def calibration_curves(

@@ -305,7 +305,7 @@ def evaluate_split(
     }
     forests = _fit_forests(train, class_names, seed)
     stream = stream_figures(bundle, split.test, device, forests, n_points_grid)
-    whole_probs = calibrated_probs(test.combined.log_probs, bundle.calibration)
+    whole_probs = calibrated_probs(test.combined.log_probs, bundle.calibration, test.combined.n_points)
     correct = np.array([class_names[k] == label for k, label in zip(whole_probs.argmax(axis=1), truth)])
     return {
         "accuracy": classification["accuracy"],
@@ -320,7 +320,8 @@ def evaluate_split(
         "false_alarms_by_n_points": stream["false_alarms_by_n_points"],
         "calibration": {"whole_curves": reliability(whole_probs.max(axis=1), correct),
                         "all_truncations": stream["calibration"],
-                        "temperature": bundle.calibration.temperature if bundle.calibration else None},
+                        "temperature": bundle.calibration.temperature if bundle.calibration else None,
+                        "temperatures": list(bundle.calibration.temperatures) if bundle.calibration else None},
         "counts": _counts(train, test, novel, novelty_sets),
         "energies": {"known_test": test.combined.energy.tolist(), **{k: v.tolist() for k, v in novel_energy.items()}},
         "baselines": _baselines(forests, test, novel, class_names),
@@ -383,7 +384,7 @@ def stream_figures(bundle: ModelBundle, objects: Sequence[EvalObject], device: s
         truncated = [_first_detections(obj, n) for obj in eligible]
         chunks = network_chunk_outputs(bundle, truncated, device)
         group = Scored(truncated, chunks, combine_objects(chunks))
-        probs = calibrated_probs(group.combined.log_probs, bundle.calibration)
+        probs = calibrated_probs(group.combined.log_probs, bundle.calibration, group.combined.n_points)
         truth = [obj.label for obj in group.scored_objects]
         correct = np.array([class_names[k] == label for k, label in zip(probs.argmax(axis=1), truth)], dtype=bool)
         if n in FALSE_ALARM_GRID and len(group.combined.index):

@@ -228,7 +228,9 @@ def _calibration_lines(calibration: Mapping, std: Mapping) -> list[str]:
     for key, label in (("whole_curves", "whole curves"), ("all_truncations", "first n detections, pooled")):
         if calibration.get(key):
             lines.append(f"| {label} | {_pm(calibration[key], std.get(key, {}), 'ece')} |")
-    if calibration.get("temperature") is not None:
+    if calibration.get("temperatures"):
+        lines.append("\nTemperatures by bin of scored points: " + ", ".join(f"{v:.3f}" for v in calibration["temperatures"]) + ".")
+    elif calibration.get("temperature") is not None:
         lines.append(f"\nTemperature: {calibration['temperature']:.3f}.")
     return lines
 

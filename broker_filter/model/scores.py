@@ -104,16 +104,21 @@ def novelty(energy: np.ndarray, n_points: np.ndarray, thresholds: Mapping[str, f
     return p_values, novel_flags(p_values).reshape(-1, len(THRESHOLD_KEYS))
 
 
-def calibrated_probs(log_probs: np.ndarray, calibration: Calibration | None) -> np.ndarray:
-    """Class probabilities from combined log-probabilities, temperature-scaled when calibrated."""
-    scaled = np.asarray(log_probs, dtype=np.float64) / (calibration.temperature if calibration else 1.0)
-    return np.exp(scaled - _logsumexp(scaled)[:, None])
+def calibrated_probs(log_probs: np.ndarray, calibration: Calibration | None, n_points: np.ndarray) -> np.ndarray:
+    """Class probabilities from combined log-probabilities (or log of uncalibrated probabilities),
+    divided by the temperature of each object's bin of points when calibrated."""
+    scaled = np.asarray(log_probs, dtype=np.float64)
+    if calibration is not None:
+        scaled = scaled / calibration.temperature_at(n_points)[:, None]
+    peak = scaled.max(axis=1, keepdims=True)
+    expd = np.exp(scaled - peak)
+    return expd / expd.sum(axis=1, keepdims=True)
 
 
 def object_scores(combined: CombinedChunks, class_names: Sequence[str], thresholds: Mapping[str, float],
                   calibration: Calibration | None = None) -> list[ObjectScore]:
     """ObjectScore per combined object."""
-    probs = calibrated_probs(combined.log_probs, calibration)
+    probs = calibrated_probs(combined.log_probs, calibration, combined.n_points)
     top = probs.argmax(axis=1)
     p_values, flags = novelty(combined.energy, combined.n_points, thresholds, calibration)
     return [
@@ -139,7 +144,8 @@ class ScoreBatch:
     :func:`combine_chunks`). ``object_index`` (M,): the object's position in the input
     :class:`~broker_filter.model.lightcurve.LightCurveBatch`'s ``object_ids``; ``probs`` (M, K) float64;
     ``energy`` (M,) float64; ``n_points``, ``n_chunks`` (M,) int64; ``novel`` (M, 2) bool
-    for ``THRESHOLD_KEYS``. Building an :class:`ObjectScore` (a dataclass and two dicts)
+    for ``THRESHOLD_KEYS``; ``p_value`` (M,) float64 novelty p-values (NaN, or None, for an
+    uncalibrated bundle). Building an :class:`ObjectScore` (a dataclass and two dicts)
     per object costs more than scoring it on a GPU, so that happens only on request.
     """
 
@@ -197,18 +203,17 @@ def sum_chunks(rows: torch.Tensor, log_probs: torch.Tensor, energies: torch.Tens
     out_energy.index_add_(0, rows, energies.double() * weight)
 
 
-def finish_objects(sum_log: torch.Tensor, sum_energy: torch.Tensor, n_points: torch.Tensor, thresholds: torch.Tensor,
-                   temperature: float = 1.0):
+def finish_objects(sum_log: torch.Tensor, sum_energy: torch.Tensor, n_points: torch.Tensor, thresholds: torch.Tensor):
     """Per-object (probs (M, K), energy (M,), novel (M, T)) from chunk sums, as :func:`combine_chunks` does.
 
-    Length-weighted mean log-probabilities divided by the temperature and renormalised,
-    mean energy, and the energy compared with each training threshold (``thresholds`` (T,)
-    in ``THRESHOLD_KEYS`` order; a calibrated bundle replaces these flags by p-values on
-    the host, see :func:`novelty`).
+    Length-weighted mean log-probabilities renormalised, mean energy, and the energy
+    compared with each training threshold (``thresholds`` (T,) in ``THRESHOLD_KEYS`` order).
+    A calibrated bundle then tempers the probabilities and replaces these flags by p-values
+    on the host (:func:`calibrated_probs`, :func:`novelty`), where the points are known.
     """
     import torch
 
-    mean_log = sum_log / (n_points[:, None] * temperature)
+    mean_log = sum_log / n_points[:, None]
     probs = torch.exp(mean_log - torch.logsumexp(mean_log, dim=1, keepdim=True))
     energy = sum_energy / n_points
     return probs, energy, energy[:, None] > thresholds[None, :]

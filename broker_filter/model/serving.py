@@ -53,7 +53,9 @@ from broker_filter.model.bundle import ModelBundle, resolve_device
 from broker_filter.model.features import ChunkTensors, chunk_layout, prepare_chunks, resolve_periods
 from broker_filter.model.gmm import energy
 from broker_filter.model.lightcurve import LightCurve, LightCurveBatch, first_appearance
-from broker_filter.model.scores import THRESHOLD_KEYS, ObjectScore, ScoreBatch, finish_objects, novelty, sum_chunks
+from broker_filter.model.scores import (
+    THRESHOLD_KEYS, ObjectScore, ScoreBatch, calibrated_probs, finish_objects, novelty, sum_chunks,
+)
 
 #: Batches of at most this many chunks run as captured CUDA graphs, padded to a power of two
 #: from 64: small batches are bound by kernel launches (four RNN layers x ``n_max`` steps).
@@ -151,7 +153,6 @@ class Scorer:
         self.thresholds = dict(bundle.thresholds)
         self._threshold_tensor = torch.tensor([self.thresholds[k] for k in THRESHOLD_KEYS], dtype=torch.float64, device=self.device)
         self.calibration = bundle.calibration
-        self.temperature = bundle.calibration.temperature if bundle.calibration else 1.0
         self.max_batch = max_batch
         self.autocast_dtype = torch.float16 if mixed_precision and self.device.type == "cuda" else None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -262,7 +263,7 @@ class Scorer:
                 sum_chunks(torch.from_numpy(plan.row[first:stop]), log_probs, energies, torch.from_numpy(plan.length[first:stop]),
                            sum_log, sum_energy)
             probs, energies, novel = finish_objects(sum_log, sum_energy, torch.from_numpy(plan.n_points).double(),
-                                                    self._threshold_tensor, self.temperature)
+                                                    self._threshold_tensor)
         return probs.numpy(), energies.numpy(), novel.numpy()
 
 
@@ -303,6 +304,9 @@ class PendingScores:
         else:
             probs, energies, novel = self._outputs
         p_values, calibrated_novel = novelty(energies, plan.n_points, scorer.thresholds, scorer.calibration)
+        if scorer.calibration is not None:
+            with np.errstate(divide="ignore"):
+                probs = calibrated_probs(np.log(probs), scorer.calibration, plan.n_points)
         return ScoreBatch(
             self._batch.object_ids[plan.object_index], plan.object_index, probs, energies, plan.n_points,
             plan.n_chunks, novel if scorer.calibration is None else calibrated_novel, scorer.class_names, p_values,
@@ -412,7 +416,7 @@ class _CudaRunner:
             sum_log = sum(s for s, _ in lane_sums)
             sum_energy = sum(e for _, e in lane_sums)
             n_points = meta[4 * n + batch.offsets.size :].double()
-            probs, energies, novel = finish_objects(sum_log, sum_energy, n_points, scorer._threshold_tensor, scorer.temperature)
+            probs, energies, novel = finish_objects(sum_log, sum_energy, n_points, scorer._threshold_tensor)
             out = torch.zeros((plan.n_rows + 1, k + 1 + novel.shape[1]), dtype=torch.float64, device=device)
             out[:-1, :k], out[:-1, k], out[:-1, k + 1 :] = probs, energies, novel.double()
             if not checked:

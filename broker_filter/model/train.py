@@ -50,6 +50,7 @@ from broker_filter.model.data import LightCurve, lightcurves_digest
 from broker_filter.model.features import PreparedBatch, PreprocessConfig, prepare_batch, resolve_periods
 from broker_filter.model.gmm import GMMParameters, energy, fit_gmm
 from broker_filter.model.network import AutoencoderGMM, length_mask
+from broker_filter.model.period_schedule import scheduled_periods
 from broker_filter.model.scores import combine_chunks
 from broker_filter.model.train_config import TrainConfig, TrainError
 
@@ -172,7 +173,7 @@ def train(
     calibration = None
     if cfg.calibrate:
         uncalibrated = ModelBundle(network=network, preprocess=pre, class_mapping=mapping, gmm=gmm, thresholds=thresholds)
-        calibration = held_out_calibration(uncalibrated, val_lcs, periods, device)
+        calibration = held_out_calibration(uncalibrated, val_lcs, device)
     metrics = {
         "train_accuracy_per_chunk": _accuracy(network, train_data),
         "val_accuracy_per_chunk": _accuracy(network, val_data),
@@ -223,20 +224,43 @@ def prefix_curves(lcs: Sequence[LightCurve], sizes: Sequence[int]) -> list[Light
     return out
 
 
-def held_out_calibration(bundle: ModelBundle, val_lcs: Sequence[LightCurve],
-                         periods: Mapping[tuple[str, str], float] | None, device) -> Calibration:
-    """Temperature and novelty energies from every stream prefix of the validation objects."""
+def held_out_calibration(bundle: ModelBundle, val_lcs: Sequence[LightCurve], device) -> Calibration:
+    """Temperature and novelty energies from every stream prefix of the validation objects.
+
+    Each prefix is folded with the period the daemon would use for it (the served rule of
+    :mod:`broker_filter.model.period_schedule`: the period of a prefix of >= 80% of its
+    points), so that the energies calibrated on are those served (a table of whole-curve
+    periods would not do: those are not what a young object is folded with).
+    """
     by_object: dict[str, list[LightCurve]] = {}
     for lc in val_lcs:
         by_object.setdefault(lc.object_id, []).append(lc)
     curves = calibration_curves({k: tuple(v) for k, v in by_object.items()})
-    whole = {(f"{oid}#all", band): p for (oid, band), p in (periods or {}).items()}
-    batch = prepare_batch(curves, bundle.preprocess, _periods_for(curves, bundle.preprocess, whole))
+    batch = prepare_batch(curves, bundle.preprocess, scheduled_periods(curves, bundle.preprocess))
     log_probs, energies = bundle.chunk_outputs(batch, device)
     combined = combine_chunks([curves[i].object_id for i in batch.owner], log_probs, energies, batch.lengths)
     label_of = {lc.object_id: bundle.class_mapping.index_of(lc.label) for lc in val_lcs}
     labels = np.array([label_of[oid.rsplit("#", 1)[0]] for oid in combined.object_ids], dtype=np.int64)
     return fit_calibration(combined.log_probs, labels, combined.energy, combined.n_points)
+
+
+def recalibrate(bundle: ModelBundle, lcs: Sequence[LightCurve], device: str = "auto") -> ModelBundle:
+    """The bundle with its calibration refitted on its own validation objects of ``lcs``.
+
+    ``lcs`` must be the bundle's training data (checked by digest): the validation split is
+    redone from the recorded seed, so that the calibration again sees only objects that no
+    weight update saw. Weights, mixture and thresholds are unchanged.
+    """
+    from broker_filter.model.evaluate import held_out_split
+
+    split, same_data = held_out_split(bundle, lcs)
+    if not same_data:
+        raise TrainError("these light curves are not the bundle's training data (digest differs): its validation objects are unknown")
+    val_lcs = [curve for obj in split.test for curve in obj.curves]
+    calibration = held_out_calibration(bundle, val_lcs, resolve_device(device))
+    return ModelBundle(network=bundle.network, preprocess=bundle.preprocess, class_mapping=bundle.class_mapping,
+                       gmm=bundle.gmm, thresholds=bundle.thresholds, calibration=calibration, training=bundle.training,
+                       metrics=bundle.metrics, version=bundle.version, created_utc=bundle.created_utc)
 
 
 def _prepare(lcs, mapping, pre, periods, ss_resid, device) -> tuple[PreparedBatch, _Tensors]:

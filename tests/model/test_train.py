@@ -128,3 +128,19 @@ def test_smoothness_residual_separates_a_folded_star_from_noise():
     batch = prepare_batch([star, scrambled], PreprocessConfig(use_catalogue_period=True))
     smooth, noise = smoothness_residual(batch)
     assert smooth < 0.5 < noise
+
+
+def test_training_calibrates_on_validation_objects_and_recalibration_checks_the_data(tiny_set, tmp_path):
+    from broker_filter.model.train import recalibrate
+
+    lcs, periods = tiny_set
+    bundle = train(_config(finetune=False), lcs, tmp_path, periods=periods)
+    calibration = bundle.calibration
+    assert calibration is not None and calibration.temperature > 0
+    assert len(calibration.energies) == len(calibration.edges) and all(e.size for e in calibration.energies)
+    again = recalibrate(bundle, lcs, device="cpu")
+    assert again.calibration.to_dict() == calibration.to_dict() and again.bundle_id == bundle.bundle_id
+    with pytest.raises(TrainError, match="not the bundle's training data"):
+        recalibrate(bundle, lcs[1:], device="cpu")
+    scores = ModelBundle.load(tmp_path).score(lcs)
+    assert scores and all(s.p_value is not None and 0 < s.p_value <= 1 for s in scores)
