@@ -8,7 +8,11 @@ training options without ``--model``; changed by any ``--train-option``) is trai
 times on stratified folds of DIR and every fold is evaluated the same way; the report
 holds the mean and spread over folds.
 
-REPORT receives metrics.json, confusion.png, energy_hist.png and summary.md.
+With ``--external``: DIR is independent of the bundle (a user's own labelled stars, or the
+OUT/external part of ``broker-filter split``): every object of DIR is tested and no split is
+re-made; the baselines are fitted on the bundle's training objects of ``--train-data``.
+
+REPORT receives metrics.json, confusion.png, energy_hist.png, reliability.png and summary.md.
 """
 
 from __future__ import annotations

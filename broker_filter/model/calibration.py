@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -80,8 +81,12 @@ class Calibration:
 
     def threshold(self, n_points: np.ndarray, key: str) -> np.ndarray:
         """The energy above which an object of ``n_points`` is flagged at ``key`` (informative)."""
-        bins = self.bins(n_points)
-        return np.array([np.quantile(self.energies[b], 1.0 - LEVELS[key]) for b in np.atleast_1d(bins)])
+        return self._cuts[key][np.atleast_1d(self.bins(n_points))]
+
+    @cached_property
+    def _cuts(self) -> dict[str, np.ndarray]:
+        """Per level, the per-bin energy quantiles (computed once: records quote them at every scoring)."""
+        return {key: np.array([np.quantile(e, 1.0 - level) for e in self.energies]) for key, level in LEVELS.items()}
 
     def to_dict(self) -> dict:
         per_bin = {} if set(self.temperatures) == {self.temperature} else {"temperatures": [float(t) for t in self.temperatures]}
