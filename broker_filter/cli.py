@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from broker_filter import __version__
 from broker_filter.logging_setup import LoggingSetupError, add_logging_arguments, configure_from_args
 
+#: Subcommands, as typed; each is the module ``broker_filter.commands.<name with - as _>``.
 COMMANDS = (
     "inspect",
     "produce",
@@ -24,7 +25,7 @@ COMMANDS = (
     "evaluate",
     "split",
     "calibrate",
-    "evaluate_stream",
+    "evaluate-stream",
     "replay",
     "run",
     "check",
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_logging_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"broker_filter.commands.{name}").register(subparsers)
+        importlib.import_module(f"broker_filter.commands.{name.replace('-', '_')}").register(subparsers)
     return parser
 
 
