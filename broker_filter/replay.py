@@ -94,11 +94,11 @@ def _judge(sources: Sequence[str | Path], out_dir: Path, mapping) -> dict | None
     labels = find_labels(sources)
     if not labels:
         return None
-    records_path = out_dir / OUTPUT_FILES["classification"]
-    with records_path.open() as handle:
-        result = stream_truth((json.loads(line) for line in handle), labels, mapping)
+    with (out_dir / OUTPUT_FILES["classification"]).open() as handle:
+        records = [record for record in map(json.loads, handle) if record["object_id"] in labels]
+    result = stream_truth(records, labels, mapping)
     (out_dir / "truth.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot_truth(records_path, labels, mapping, out_dir / "truth.png")
+    plot_truth(records, labels, mapping, out_dir / "truth.png")
     keys = ("known_objects", "final_accuracy", "known_scorings", "false_alarm_rate", "novel_objects", "novel_detected")
     return {key: result[key] for key in keys if key in result}
 

@@ -16,18 +16,16 @@ evaluate-stream`` simulates a labelled stream from light curves and replays it t
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from broker_filter.model.calibration import point_bins, reliability
 from broker_filter.model.classes import ClassMapping
 
 LABELS_FILE = "labels.csv"
-#: Bins of scored points (lower edges; the last is open), as the evaluation's.
-N_POINTS_BINS = (20, 30, 50, 100, 200)
 
 
 def find_labels(sources: Sequence[str | Path]) -> dict[str, str]:
@@ -100,11 +98,8 @@ def _known_figures(objects: list[dict], scorings: list[tuple]) -> dict:
     }
     if scorings:
         n, flagged, correct, prob, owner = (np.array(col) for col in zip(*scorings))
-        which = np.searchsorted(np.array(N_POINTS_BINS), n, side="right") - 1
         bins = {}
-        for b, low in enumerate(N_POINTS_BINS):
-            pick = which == b
-            name = f"{low}+" if b == len(N_POINTS_BINS) - 1 else f"{low}-{N_POINTS_BINS[b + 1] - 1}"
+        for name, pick in point_bins(n):
             owners = np.unique(owner[pick])
             bins[name] = {"scorings": int(pick.sum()), "objects": int(owners.size),
                           "false_alarm_rate": float(flagged[pick].mean()) if pick.any() else None,
@@ -112,7 +107,7 @@ def _known_figures(objects: list[dict], scorings: list[tuple]) -> dict:
                           if pick.any() else None,
                           "accuracy": float(correct[pick].mean()) if pick.any() else None}
         out["by_n_points"] = bins
-        out["expected_calibration_error"] = _ece(prob, correct)
+        out["expected_calibration_error"] = reliability(prob, correct)["ece"]
     return out
 
 
@@ -125,12 +120,6 @@ def _novel_figures(objects: list[dict]) -> dict:
         "novel_detection_rate": len(flagged) / len(novel) if novel else None,
         "median_days_to_first_flag": float(np.median([o["first_flag_days"] for o in flagged])) if flagged else None,
     }
-
-
-def _ece(prob: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    which = np.clip((prob * bins).astype(int), 0, bins - 1)
-    return float(sum((which == b).mean() * abs(prob[which == b].mean() - correct[which == b].mean())
-                     for b in range(bins) if (which == b).any()))
 
 
 def truth_table(result: Mapping) -> str:
@@ -154,7 +143,7 @@ def truth_table(result: Mapping) -> str:
     return "\n".join(lines)
 
 
-def plot_truth(records_path: Path, labels: Mapping[str, str], mapping: ClassMapping, path: Path) -> None:
+def plot_truth(records: Iterable[Mapping[str, Any]], labels: Mapping[str, str], mapping: ClassMapping, path: Path) -> None:
     """Each labelled object's novelty p-value against its points (known grey, unseen red), beside the level."""
     import matplotlib
 
@@ -163,12 +152,10 @@ def plot_truth(records_path: Path, labels: Mapping[str, str], mapping: ClassMapp
 
     series: dict[str, list[tuple[int, float]]] = {}
     level = None
-    with records_path.open() as handle:
-        for line in handle:
-            record = json.loads(line)
-            if record["status"] == "scored" and record["object_id"] in labels and record.get("novelty_p_value") is not None:
-                series.setdefault(record["object_id"], []).append((record["n_points"], record["novelty_p_value"]))
-                level = 1.0 - record["novelty_threshold_percentile"] / 100.0
+    for record in records:
+        if record["status"] == "scored" and record["object_id"] in labels and record.get("novelty_p_value") is not None:
+            series.setdefault(record["object_id"], []).append((record["n_points"], record["novelty_p_value"]))
+            level = 1.0 - record["novelty_threshold_percentile"] / 100.0
     fig, ax = plt.subplots(figsize=(7, 4))
     for object_id, points in sorted(series.items()):
         known = mapping.label_of(labels[object_id]) is not None

@@ -29,8 +29,9 @@ import numpy as np
 
 from broker_filter.model.lightcurve import LightCurve, first_detections
 
-#: Lower edges of the bins of scored points: [0, 30), [30, 50), [50, 100), [100, 200), [200, inf).
-N_POINTS_EDGES = (0, 30, 50, 100, 200)
+#: Lower edges of the bins of scored points: 20-29, 30-49, 50-99, 100-199, 200+ (a calibration
+#: counts fewer than 20 points in the first bin). Evaluation and stream reports use the same bins.
+N_POINTS_EDGES = (20, 30, 50, 100, 200)
 #: Prefixes (detections, all bands in time order) of each calibration object; the whole curve too.
 CALIBRATION_PREFIXES = (20, 25, 30, 40, 50, 70, 100, 150, 200, 300)
 #: Percentile keys and the p-value at or below which each flags.
@@ -170,3 +171,27 @@ def calibration_curves(
             out.extend(LightCurve(f"{object_id}#{tag}", c.band, c.time, c.mag, c.mag_err, c.period, c.label, c.source)
                        for c in part)
     return out
+
+
+def point_bins(n_points: np.ndarray, edges: Sequence[int] = N_POINTS_EDGES) -> list[tuple[str, np.ndarray]]:
+    """Each bin's name (``20-29`` ... ``200+``) and the mask of ``n_points`` in it (none below the first edge)."""
+    n_points = np.asarray(n_points)
+    bounds = [*edges[1:], None]
+    return [(f"{low}+" if high is None else f"{low}-{high - 1}",
+             (n_points >= low) & (True if high is None else n_points < high)) for low, high in zip(edges, bounds)]
+
+
+def reliability(top_prob: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of the top-class probability, and the reliability diagram's bins."""
+    top_prob, correct = np.asarray(top_prob, dtype=np.float64), np.asarray(correct, dtype=bool)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, top_prob, side="right") - 1, 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        pick = which == b
+        if pick.any():
+            confidence, accuracy = float(top_prob[pick].mean()), float(correct[pick].mean())
+            ece += pick.mean() * abs(confidence - accuracy)
+            rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(pick.sum()),
+                         "confidence": confidence, "accuracy": accuracy})
+    return {"ece": float(ece), "objects": int(top_prob.size), "bins": rows}

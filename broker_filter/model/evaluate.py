@@ -54,7 +54,7 @@ from broker_filter.model.metrics import (
     novelty_metrics,
     percentile_thresholds,
 )
-from broker_filter.model.calibration import LEVELS
+from broker_filter.model.calibration import CALIBRATION_PREFIXES, LEVELS, point_bins, reliability
 from broker_filter.model.scores import THRESHOLD_KEYS, calibrated_probs, combine_chunks, novelty
 
 #: Truncation points for ``accuracy_by_n_points`` (detections since the first one).
@@ -346,10 +346,9 @@ def _counts(train: Scored, test: Scored, novel: Scored, novelty_sets: Sequence[s
     }
 
 
-#: Bins of scored points for ``false_alarms_by_n_points`` (lower edges; the last is open).
-FALSE_ALARM_BINS = (20, 30, 50, 100, 200)
-#: Truncations behind ``false_alarms_by_n_points`` (and the pooled calibration): a stream's ages.
-FALSE_ALARM_GRID = (20, 25, 30, 40, 50, 70, 100, 150, 200, 300)
+#: Truncations behind ``false_alarms_by_n_points`` and the pooled calibration: the ages the
+#: calibration itself sees, binned by scored points as it bins them.
+FALSE_ALARM_GRID = CALIBRATION_PREFIXES
 
 
 def novelty_scores(bundle: ModelBundle, combined: ObjectOutputs) -> np.ndarray:
@@ -431,30 +430,11 @@ def survey_band_figures(bundle: ModelBundle, test: Scored, device, periods) -> d
 
 
 def _false_alarm_bins(flags: np.ndarray, n_points: np.ndarray) -> dict[str, dict]:
-    edges = np.array(FALSE_ALARM_BINS)
-    which = np.searchsorted(edges, n_points, side="right") - 1
     out = {}
-    for b, low in enumerate(FALSE_ALARM_BINS):
-        pick = which == b
-        name = f"{low}+" if b == len(edges) - 1 else f"{low}-{FALSE_ALARM_BINS[b + 1] - 1}"
+    for name, pick in point_bins(n_points):
         out[name] = {"scorings": int(pick.sum()),
                      **({f"rate_{key}": float(flags[pick, k].mean()) for k, key in enumerate(THRESHOLD_KEYS)} if pick.any() else {})}
     return out
-
-
-def reliability(top_prob: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
-    """Expected calibration error of the top-class probability, and the reliability diagram's bins."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, top_prob, side="right") - 1, 0, bins - 1)
-    rows, ece = [], 0.0
-    for b in range(bins):
-        pick = which == b
-        if pick.any():
-            confidence, accuracy = float(top_prob[pick].mean()), float(correct[pick].mean())
-            ece += pick.mean() * abs(confidence - accuracy)
-            rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(pick.sum()),
-                         "confidence": confidence, "accuracy": accuracy})
-    return {"ece": float(ece), "objects": int(top_prob.size), "bins": rows}
 
 
 def _first_detections(obj: EvalObject, n: int) -> EvalObject:
