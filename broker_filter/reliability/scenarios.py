@@ -245,7 +245,9 @@ def _kill_moment(rng: random.Random, watcher: OutputWatcher, daemon: DaemonProce
     """Sleep until a random moment of this incarnation; returns its age in seconds.
 
     One time in five: at any time in its first 4 s (start-up, group join,
-    ``init_transactions`` fencing the previous incarnation). Otherwise once it is consuming
+    ``init_transactions`` fencing the previous incarnation), or at its first output if that
+    comes sooner: a fast incarnation would otherwise finish the stream inside the window, and
+    the "start-up" kill would land after the end. Otherwise once it is consuming
     (its log says its partitions were assigned) and has committed its first transaction,
     plus up to 0.5 s: inside or between the transactions that follow. Waiting for a commit
     makes every such incarnation advance the stream, and the kill land while it works;
@@ -254,7 +256,8 @@ def _kill_moment(rng: random.Random, watcher: OutputWatcher, daemon: DaemonProce
     """
     born = time.monotonic()
     if rng.random() < 0.2:
-        time.sleep(rng.uniform(0.0, 4.0))
+        deadline, before = born + rng.uniform(0.0, 4.0), watcher.accounted()
+        _await(lambda: time.monotonic() >= deadline or watcher.accounted() > before, daemon, READ_TIMEOUT_S)
     else:
         _await(lambda: daemon.logged(ASSIGNED_MARK), daemon, READ_TIMEOUT_S)
         before = watcher.accounted()
