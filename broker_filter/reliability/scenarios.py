@@ -280,27 +280,31 @@ def broker_restart_run(broker, deployment: Deployment, stream: Stream, reference
                        on_stop: Callable[[int, dict[str, Any]], None] | None = None) -> Outcome:
     """Stop the broker under one running daemon once per entry of ``stops`` ("SIGTERM" or "SIGKILL").
 
-    Each stop comes at a random point of the stream (spread so that every one is
-    mid-stream), the broker stays down ``downtime_s`` and is started again on the same
-    ports and data. The daemon is never restarted: it must recover by itself.
+    The stream is sent in ``len(stops) + 1`` parts, the next one only once the broker is back:
+    stop ``k`` comes when a random share of part ``k`` is accounted for, so it lands
+    mid-stream however fast the daemon is (sent all at once, a daemon that prefetched the
+    whole stream finished it in one burst after the first restart, and the next "mid-stream"
+    stop came after the end). The broker stays down ``downtime_s`` and is started again on
+    the same ports and data. The daemon is never restarted: it must recover by itself.
     """
     unknown = set(stops) - {"SIGTERM", "SIGKILL"}
     if unknown:
         raise ValueError(f"stops must be SIGTERM or SIGKILL, not {sorted(unknown)}")
     rng = random.Random(seed)
     create_topics(deployment, partitions)
-    expected_dead = send(deployment, stream)
     config = write_config(workdir / "daemon.toml", deployment, state={"path": str(workdir / "state.sqlite")}, metrics={"port": 0},
                           **{k: v for k, v in sections.items() if k != "state"})
     total = len(stream)
-    share = total / (len(stops) + 1)
-    targets = [int(share * (k + rng.uniform(0.5, 1.0))) for k in range(len(stops))]
+    bounds = [round(total * k / (len(stops) + 1)) for k in range(len(stops) + 2)]
+    targets = [int(bounds[k] + rng.uniform(0.3, 0.9) * (bounds[k + 1] - bounds[k])) for k in range(len(stops))]
     stop_log: list[dict[str, Any]] = []
+    expected_dead: list[str] = []
     started = time.monotonic()
     with OutputWatcher(deployment) as watcher:
         daemon = DaemonProcess(config, workdir / "daemon.log").start()
         try:
             for k, (how, target) in enumerate(zip(stops, targets)):
+                expected_dead += send(deployment, _slice(stream, bounds[k], bounds[k + 1]))
                 _await(lambda: watcher.accounted() >= target, daemon, READ_TIMEOUT_S)
                 entry = {"signal": how, "accounted_at_stop": watcher.accounted()}
                 broker.stop(kill=how == "SIGKILL")
@@ -311,6 +315,7 @@ def broker_restart_run(broker, deployment: Deployment, stream: Stream, reference
                 stop_log.append(entry)
                 if on_stop is not None:
                     on_stop(k, entry)
+            expected_dead += send(deployment, _slice(stream, bounds[-2], bounds[-1]))
             watcher.wait_for(total, alive=daemon.alive)
         finally:
             status = daemon.terminate()
