@@ -1,6 +1,6 @@
 """Shared fixtures: one real Apache Kafka broker per test session, and unique topics.
 
-``kafka_bootstrap`` starts a single-node KRaft broker (broker_filter.streams.local_kafka.LocalKafka: jars
+``kafka_bootstrap`` starts a single-node KRaft broker (broker_filter_proving.local_kafka.LocalKafka: jars
 from Maven Central, cached outside the clone) the first time a test asks for it, or uses
 ``$KAFKA_BOOTSTRAP_SERVERS`` when set. Tests that use it are marked ``@pytest.mark.kafka``.
 When a test failed, the broker's log file is named at the end of the session.
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from broker_filter.streams.kafka_admin import delete_topics, ensure_topics
-from broker_filter.streams.local_kafka import LocalKafka, ScramUser
+from broker_filter_proving.local_kafka import LocalKafka, ScramUser
 
 SCRAM_USER = ScramUser(username="alice", password="alice-secret")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from broker_filter.commands import proving_installed, register_without_proving
+
 BENCHMARKS = {
     "decode": "Avro alert decoding, with and without cutouts (ZTF 4.02)",
     "kafka": "messages/s through our Kafka source and sink against a bare confluent-kafka loop",
@@ -14,8 +16,14 @@ BENCHMARKS = {
 }
 
 
+HELP = "run a benchmark and print a table (or JSON)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="run a benchmark and print a table (or JSON)")
+    if not proving_installed():
+        register_without_proving(subparsers, "bench", HELP)
+        return
+    parser = subparsers.add_parser("bench", help=HELP)
     names = parser.add_subparsers(dest="benchmark", metavar="NAME", required=True)
     for name, help_text in BENCHMARKS.items():
         sub = names.add_parser(name, help=help_text)
@@ -26,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _module(name: str):
     module = "kafka_io" if name == "kafka" else name
-    return importlib.import_module(f"broker_filter.bench.{module}")
+    return importlib.import_module(f"broker_filter_proving.bench.{module}")
 
 
 def _run(args: argparse.Namespace) -> int:

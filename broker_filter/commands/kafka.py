@@ -3,7 +3,7 @@
 ``start`` runs in the foreground (Ctrl-C or ``kafka stop`` shuts the broker down cleanly)
 and writes a small JSON state file (bootstrap address, process ids, log file), which
 ``status`` and ``stop`` read. The broker is the one the tests use
-(:class:`broker_filter.streams.local_kafka.LocalKafka`): a single KRaft node on loopback.
+(:class:`broker_filter_proving.local_kafka.LocalKafka`): a single KRaft node on loopback.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+from broker_filter.commands import proving_installed, register_without_proving
+
+HELP = "run a local single-node Kafka broker (for trying the daemon)"
 DEFAULT_STATE = Path.home() / ".cache" / "broker-filter" / "local-kafka.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("kafka", help="run a local single-node Kafka broker (for trying the daemon)")
+    if not proving_installed():
+        register_without_proving(subparsers, "kafka", HELP)
+        return
+    parser = subparsers.add_parser("kafka", help=HELP)
     parser.add_argument("--state-file", type=Path, default=DEFAULT_STATE,
                         help=f"where start writes the broker's address and process ids (default {DEFAULT_STATE})")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -38,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from broker_filter.streams.local_kafka import LocalKafka, LocalKafkaError, ScramUser
+    from broker_filter_proving.local_kafka import LocalKafka, LocalKafkaError, ScramUser
 
     running = _read_state(args.state_file)
     if running and _alive(running["cli_pid"]):

@@ -90,3 +90,15 @@ def test_run_survives_sigkill_and_sigterm_exits_zero(kafka_bootstrap, topics, la
     records = [decode("classification", m.value()) for m in out]
     # exactly one committed record per alert, none lost, and the same records as an uninterrupted replay
     assert_same_records(records, read_jsonl(replayed / "classifications.jsonl"))
+
+
+@pytest.mark.parametrize("command", ["bench", "reliability", "kafka"])
+def test_commands_of_the_proofs_say_in_one_line_that_a_runtime_install_lacks_them(command):
+    """A runtime install (the image) has no broker_filter_proving: one line and exit 2, not an ImportError."""
+    hide = "import sys; sys.modules['broker_filter_proving'] = None; from broker_filter.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", hide, command, "decode"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"broker-filter {command}: needs the broker-filter-proving package")
+    listed = subprocess.run([sys.executable, "-c", hide, "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert listed.returncode == 0 and "needs broker-filter-proving" in listed.stdout

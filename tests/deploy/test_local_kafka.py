@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 from broker_filter.streams.kafka_admin import ensure_topics
-from broker_filter.streams.local_kafka import LocalKafka, LocalKafkaError, cache_dir, provision
+from broker_filter_proving.local_kafka import LocalKafka, LocalKafkaError, cache_dir, provision
 
 pytestmark = pytest.mark.kafka
 

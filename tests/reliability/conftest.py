@@ -2,7 +2,7 @@
 
 The broker is the session's real Kafka (``kafka_bootstrap``) or, for broker restarts and
 SCRAM, the second local broker ``scram_kafka`` (``tests/conftest.py``), which these tests
-may stop and start. Counts are the CI's; ``python -m broker_filter.reliability`` runs the
+may stop and start. Counts are the CI's; ``python -m broker_filter_proving.reliability`` runs the
 same scenarios with the full counts.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker_filter.reliability.craft import SeedAlerts, simulate_seeds
-from broker_filter.reliability.harness import Deployment
+from broker_filter_proving.reliability.craft import SeedAlerts, simulate_seeds
+from broker_filter_proving.reliability.harness import Deployment
 from broker_filter.streams.kafka_admin import delete_topics
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from broker_filter.reliability.bad_input import (
+from broker_filter_proving.reliability.bad_input import (
     MANY_POINTS,
     ClassifiedExpected,
     DeadLetterExpected,
     bad_inputs,
     sentinel,
 )
-from broker_filter.reliability.harness import DaemonProcess, OutputWatcher, produce, scrape, write_config
-from broker_filter.reliability.scenarios import create_topics
+from broker_filter_proving.reliability.harness import DaemonProcess, OutputWatcher, produce, scrape, write_config
+from broker_filter_proving.reliability.scenarios import create_topics
 from broker_filter.outputs import decode
-from broker_filter.streams.local_kafka import free_port
+from broker_filter_proving.local_kafka import free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from broker_filter.reliability.scenarios import DAEMON_SECTIONS, broker_restart_run, labelled_stream, reference_run
+from broker_filter_proving.reliability.scenarios import DAEMON_SECTIONS, broker_restart_run, labelled_stream, reference_run
 from broker_filter.streams.kafka import KafkaSink, KafkaSource
 
 pytestmark = pytest.mark.kafka

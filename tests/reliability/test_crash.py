@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker_filter.reliability.scenarios import DAEMON_SECTIONS, crash_run, labelled_stream, reference_run
+from broker_filter_proving.reliability.scenarios import DAEMON_SECTIONS, crash_run, labelled_stream, reference_run
 
 pytestmark = pytest.mark.kafka
 

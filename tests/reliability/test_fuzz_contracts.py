@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker_filter.reliability.fuzz import DEPTHS, Fuzzer
+from broker_filter_proving.reliability.fuzz import DEPTHS, Fuzzer
 
 CASES = 2_000
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from broker_filter.reliability.long_run import SCENARIOS, add_arguments, run
+from broker_filter_proving.reliability.long_run import SCENARIOS, add_arguments, run
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker_filter.reliability.scenarios import DAEMON_SECTIONS, labelled_stream, overload_run
-from broker_filter.streams.local_kafka import free_port
+from broker_filter_proving.reliability.scenarios import DAEMON_SECTIONS, labelled_stream, overload_run
+from broker_filter_proving.local_kafka import free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -14,9 +14,9 @@ import pytest
 
 from broker_filter.config import config_from_mapping
 from broker_filter.metrics import Metrics
-from broker_filter.reliability.harness import Deployment, write_config
+from broker_filter_proving.reliability.harness import Deployment, write_config
 from broker_filter.model.bundle import DEFAULT_BUNDLE_DIR
-from broker_filter.streams.local_kafka import free_port
+from broker_filter_proving.local_kafka import free_port
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

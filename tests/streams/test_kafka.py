@@ -23,7 +23,7 @@ from broker_filter.streams.kafka import (
     ensure_topics,
     offsets_after,
 )
-from broker_filter.streams.local_kafka import LocalKafka
+from broker_filter_proving.local_kafka import LocalKafka
 
 ALERTS = Path(__file__).resolve().parents[2] / "data" / "alerts"
 

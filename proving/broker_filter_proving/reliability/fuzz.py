@@ -1,6 +1,6 @@
 """Mutation fuzzing of the decoder and the light-curve state merge.
 
-Each case takes a valid seed alert (:mod:`~broker_filter.reliability.craft`) and breaks it
+Each case takes a valid seed alert (:mod:`~broker_filter_proving.reliability.craft`) and breaks it
 in one way, at one of four depths, so that every layer is reached:
 
 ==============  ============================================================================
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from broker_filter.reliability.craft import (
+from broker_filter_proving.reliability.craft import (
     SeedAlerts,
     container,
     history_key,

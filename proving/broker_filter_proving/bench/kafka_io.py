@@ -22,9 +22,10 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-from broker_filter.bench.report import BenchResult
+from broker_filter_proving import REPO
+from broker_filter_proving.bench.report import BenchResult
 
-DEFAULT_ALERTS = Path(__file__).resolve().parents[2] / "data" / "alerts"
+DEFAULT_ALERTS = REPO / "data" / "alerts"
 PRODUCER_SETTINGS = {"enable.idempotence": True, "linger.ms": 5}
 # librdkafka waits fetch.queue.backoff.ms (default 1 s) whenever its prefetch queue is full,
 # which ~0.75 k alerts of 87 KiB do: a 1 s stall per refill would measure the backoff, not
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> BenchResult:
     from broker_filter.streams.archive import iter_archive
-    from broker_filter.streams.local_kafka import LocalKafka
+    from broker_filter_proving.local_kafka import LocalKafka
 
     payloads = [(item.payload, item.alert.object_id.encode()) for item in iter_archive([args.alerts], order="file") if item.alert]
     if not payloads:

@@ -7,7 +7,7 @@ as one stream, followed by a valid *sentinel* alert: the sentinel's record prove
 daemon went on past every bad input.
 
 Valid alerts are altered ZTF 4.02 records from the simulated labelled stream
-(:func:`~broker_filter.reliability.craft.simulate_seeds`), each case under its own object id.
+(:func:`~broker_filter_proving.reliability.craft.simulate_seeds`), each case under its own object id.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker_filter.reliability.craft import SeedAlerts, container, copy_record, history_points, without_field
+from broker_filter_proving.reliability.craft import SeedAlerts, container, copy_record, history_points, without_field
 
 Check = Callable[[list[dict[str, Any]]], None]
 

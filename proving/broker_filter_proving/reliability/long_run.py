@@ -1,10 +1,10 @@
 """The long runs of issue 6 at full counts, one scenario per call, each ending in a table row.
 
-``broker-filter reliability SCENARIO`` (and ``python -m broker_filter.reliability``) call
+``broker-filter reliability SCENARIO`` (and ``python -m broker_filter_proving.reliability``) call
 :func:`run`. The Kafka scenarios start their own local broker in ``--workdir`` (the broker
 restart stops and starts it, so it cannot be a shared one), simulate a labelled ZTF stream
 from the committed light curves, run the uninterrupted reference where the scenario compares
-against one, and print the :class:`~broker_filter.reliability.scenarios.Outcome` as a row of
+against one, and print the :class:`~broker_filter_proving.reliability.scenarios.Outcome` as a row of
 docs/RELIABILITY.md's table followed by its details as JSON (also written to ``--out``).
 The CI runs the same scenario functions with small counts (``tests/reliability``).
 """
@@ -70,8 +70,8 @@ def _report(row: str, details: dict[str, Any], out: Path | None) -> None:
 
 
 def _fuzz(args: argparse.Namespace) -> int:
-    from broker_filter.reliability.craft import simulate_seeds
-    from broker_filter.reliability.fuzz import Fuzzer
+    from broker_filter_proving.reliability.craft import simulate_seeds
+    from broker_filter_proving.reliability.fuzz import Fuzzer
 
     with tempfile.TemporaryDirectory() as scratch:
         seeds = [simulate_seeds(Path(scratch) / "ztf", "ztf", max_objects=3), simulate_seeds(Path(scratch) / "lsst", "lsst", max_objects=2)]
@@ -83,9 +83,9 @@ def _fuzz(args: argparse.Namespace) -> int:
 
 
 def _kafka_scenario(args: argparse.Namespace, workdir: Path) -> int:
-    from broker_filter.reliability.harness import Deployment
-    from broker_filter.reliability.scenarios import DAEMON_SECTIONS, labelled_stream
-    from broker_filter.streams.local_kafka import LocalKafka
+    from broker_filter_proving.reliability.harness import Deployment
+    from broker_filter_proving.reliability.scenarios import DAEMON_SECTIONS, labelled_stream
+    from broker_filter_proving.local_kafka import LocalKafka
 
     sections = {**DAEMON_SECTIONS, "scoring": {"min_points": args.min_points}}
     sections["inference"] = {**DAEMON_SECTIONS["inference"], "queue_max": args.queue_max}
@@ -96,20 +96,20 @@ def _kafka_scenario(args: argparse.Namespace, workdir: Path) -> int:
         _progress(f"broker {broker.bootstrap} (log {broker.log_file})")
         name = f"reliability-{args.scenario}-{args.seed}-{time.time_ns() % 10**8}"
         if args.scenario == "overload":
-            from broker_filter.streams.local_kafka import free_port
+            from broker_filter_proving.local_kafka import free_port
 
             outcome = _overload(args, Deployment.named(broker.bootstrap, name), stream, workdir, sections, free_port)
         else:
             reference = _reference(stream, workdir, sections)
             if args.scenario == "crash":
-                from broker_filter.reliability.scenarios import crash_run
+                from broker_filter_proving.reliability.scenarios import crash_run
 
                 # static membership: a restarted incarnation takes its predecessor's partitions at once
                 target = Deployment.named(broker.bootstrap, name, client={"group.instance.id": f"{name}-0"})
                 outcome = crash_run(target, stream, reference, workdir, kills=args.kills, seed=args.seed, partitions=args.partitions,
                                     sections=sections, on_kill=lambda k, e: _progress(f"kill {k + 1}/{args.kills}: {e}"))
             else:
-                from broker_filter.reliability.scenarios import broker_restart_run
+                from broker_filter_proving.reliability.scenarios import broker_restart_run
 
                 stops = [s.strip() for s in args.stops.split(",") if s.strip()]
                 outcome = broker_restart_run(broker, Deployment.named(broker.bootstrap, name), stream, reference, workdir, stops=stops,
@@ -123,7 +123,7 @@ def _kafka_scenario(args: argparse.Namespace, workdir: Path) -> int:
 
 def _reference(stream, workdir: Path, sections):
     from broker_filter.inference import Inferencer
-    from broker_filter.reliability.scenarios import reference_run
+    from broker_filter_proving.reliability.scenarios import reference_run
 
     _progress("uninterrupted reference run (archive replay)")
     reference = reference_run(stream, workdir, Inferencer(None, "cpu", mixed_precision=False), sections)
@@ -132,7 +132,7 @@ def _reference(stream, workdir: Path, sections):
 
 
 def _overload(args: argparse.Namespace, deployment, stream, workdir: Path, sections, free_port):
-    from broker_filter.reliability.scenarios import overload_run
+    from broker_filter_proving.reliability.scenarios import overload_run
 
     port = args.metrics_port or free_port()
     _progress(f"overload: calibrating on {args.calibration} alerts, then {args.factor:g}x for {args.seconds:.0f} s")

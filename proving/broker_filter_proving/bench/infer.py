@@ -41,9 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_filter.bench.report import BenchResult
+from broker_filter_proving import REPO
+from broker_filter_proving.bench.report import BenchResult
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
+DATA_DIR = REPO / "data" / "lightcurves"
 GPU_BATCHES = "64,512,4096,16384,32768"
 CPU_BATCHES = "64,512,2048"
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker_filter.reliability.bad_input import strip
-from broker_filter.reliability.harness import (
+from broker_filter_proving import REPO
+from broker_filter_proving.reliability.bad_input import strip
+from broker_filter_proving.reliability.harness import (
     Accounting,
     READ_TIMEOUT_S,
     DaemonProcess,
@@ -86,7 +87,7 @@ def labelled_stream(out_dir: Path, *, objects: int, seed: int, garbage_every: in
     from broker_filter.streams.simulate import SimulationConfig, simulate
 
     archive = out_dir / "alerts"
-    simulate(Path(__file__).resolve().parents[2] / "data" / "lightcurves", archive,
+    simulate(REPO / "data" / "lightcurves", archive,
              SimulationConfig(survey="ztf", max_objects=objects, classes=classes, seed=seed))
     rng = random.Random(seed)
     payloads, keys, ids = [], [], []

@@ -32,12 +32,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from broker_filter.bench.report import BenchResult
+from broker_filter_proving import REPO
+from broker_filter_proving.bench.report import BenchResult
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "alerts" / "ztf" / "ztf_4.02_fink_sample.avro"
+SAMPLE = REPO / "data" / "alerts" / "ztf" / "ztf_4.02_fink_sample.avro"
 _FIRST_DECODE = """
 import sys, time
-from broker_filter.bench.decode import official_payloads
+from broker_filter_proving.bench.decode import official_payloads
 from pathlib import Path
 payload = official_payloads(Path(sys.argv[1]))[0]
 started = time.perf_counter()

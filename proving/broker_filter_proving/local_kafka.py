@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from broker_filter_proving import REPO
+
 DEFAULT_KAFKA_VERSION = "4.1.1"
 JVM_OPTIONS = (
     "-Xms256m",
@@ -78,7 +80,7 @@ def cache_dir(version: str | None = None) -> Path:
 def deploy_dir() -> Path:
     """The folder with ``pom.xml`` and ``log4j2.properties`` (``deploy/kafka`` of the clone)."""
     explicit = os.environ.get("BROKER_FILTER_KAFKA_DEPLOY")
-    path = Path(explicit).expanduser() if explicit else Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+    path = Path(explicit).expanduser() if explicit else REPO / "deploy" / "kafka"
     if not (path / "pom.xml").is_file():
         raise LocalKafkaError(
             f"no pom.xml in {path}: set BROKER_FILTER_KAFKA_DEPLOY to a clone's deploy/kafka folder"

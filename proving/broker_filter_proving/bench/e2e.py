@@ -54,9 +54,10 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_filter.bench.report import BenchResult
+from broker_filter_proving import REPO
+from broker_filter_proving.bench.report import BenchResult
 
-REPO = Path(__file__).resolve().parents[2]
+
 DEFAULT_LIGHTCURVES = REPO / "data" / "lightcurves"
 SECTIONS = ("replay", "kafka", "state")
 VARIANTS = ("current", "baseline")
@@ -293,7 +294,7 @@ class _Topics:
 
 def _kafka_section(archive: Path, args: argparse.Namespace, stack: ExitStack) -> tuple[list[list], dict]:
     """Each variant's daemon on its own topics, filled with the same alerts; the bare loop once."""
-    from broker_filter.streams.local_kafka import LocalKafka
+    from broker_filter_proving.local_kafka import LocalKafka
 
     cores = {int(c) for c in args.cores.split(",")}
     payloads = _payloads(archive)
@@ -450,7 +451,7 @@ class _DaemonProcess:
     def __enter__(self) -> _DaemonProcess:
         self._log_handle = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from broker_filter.bench.e2e import daemon_main; sys.exit(daemon_main(sys.argv[1:]))",
+            [sys.executable, "-c", "import sys; from broker_filter_proving.bench.e2e import daemon_main; sys.exit(daemon_main(sys.argv[1:]))",
              str(self.config), self.variant],
             stdout=self._log_handle, stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, self.cores),
         )

@@ -21,8 +21,9 @@ import fastavro
 
 from broker_filter.streams.avro_frame import MAGIC, write_long
 from broker_filter.streams.simulate import SimulationConfig, simulate
+from broker_filter_proving import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+
 LIGHTCURVES = REPO / "data" / "lightcurves"
 
 Record = dict[str, Any]

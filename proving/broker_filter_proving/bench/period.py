@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_filter.bench.report import BenchResult
+from broker_filter_proving import REPO
+from broker_filter_proving.bench.report import BenchResult
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
+DATA_DIR = REPO / "data" / "lightcurves"
 SOURCES = ("asas3_richards2012", "sdss_s82_rrlyrae_sesar2010")
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from broker_filter.bench import e2e
+from broker_filter_proving.bench import e2e
 from broker_filter.periods import PeriodMemo
 from broker_filter.state import LightCurveStore, _absent
 from broker_filter.streams.archive import iter_archive
