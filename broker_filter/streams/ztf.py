@@ -79,11 +79,20 @@ def _reference(magnr: Any, sigmagnr: Any, distnr: Any) -> tuple[float, float]:
     return _finite(magnr), _finite(sigmagnr)
 
 
+def apparent_magnitude(magpsf: Any, sigmapsf: Any, magnr: Any, sigmagnr: Any, distnr: Any,
+                       isdiffpos: Any) -> tuple[float, float, bool]:
+    """(mag, err, corrected) of one ZTF detection from its raw alert fields, as the decoder reads them.
+
+    Values may be None or non-numeric (NaN results); see :func:`dc_magnitude`.
+    """
+    ref_mag, ref_err = _reference(magnr, sigmagnr, distnr)
+    return dc_magnitude(_finite(magpsf), _finite(sigmapsf), ref_mag, ref_err, _is_positive(isdiffpos))
+
+
 def _detection(candid: Any, jd: Any, fid: Any, pid: Any, magpsf: Any, sigmapsf: Any, magnr: Any, sigmagnr: Any,
                distnr: Any, isdiffpos: Any) -> tuple[Detection, bool]:
     """A detection from the fields of :data:`POINT_FIELDS` (``pid`` unused: ids are candids)."""
-    ref_mag, ref_err = _reference(magnr, sigmagnr, distnr)
-    mag, err, corrected = dc_magnitude(_finite(magpsf), _finite(sigmapsf), ref_mag, ref_err, _is_positive(isdiffpos))
+    mag, err, corrected = apparent_magnitude(magpsf, sigmapsf, magnr, sigmagnr, distnr, isdiffpos)
     det = Detection(detection_id=int(candid), time=_finite(jd) - MJD_OFFSET, band=_band(fid), mag=mag, mag_err=err)
     return det, corrected
 
