@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from broker_filter.streams.limits import AlertLimits
+
 ENV_PREFIX = "BROKER_FILTER_"
 
 
@@ -117,6 +119,7 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     rekey: RekeyConfig = field(default_factory=RekeyConfig)
+    limits: AlertLimits = field(default_factory=AlertLimits)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -249,6 +252,9 @@ def _validate(config: Config) -> None:
     for where, value in positive.items():
         if value < 1:
             raise ConfigError(f"{where}: must be at least 1, got {value}")
+    limits = config.limits
+    if limits.min_mag >= limits.max_mag or limits.future_days < 0 or limits.max_id_chars < 1 or limits.max_band_chars < 1:
+        raise ConfigError("[limits] need min_mag < max_mag, future_days >= 0, max_id_chars and max_band_chars >= 1")
     if config.scoring.min_interval_s < 0 or config.inference.max_wait_ms < 0:
         raise ConfigError("[scoring] min_interval_s and [inference] max_wait_ms must not be negative")
     if config.inference.queue_max < config.inference.max_batch:

@@ -51,7 +51,7 @@ from broker_filter.batching import MicroBatch, MicroBatcher
 from broker_filter.config import Config
 from broker_filter.inference import InferenceResult
 from broker_filter.metrics import Metrics
-from broker_filter.outputs import DeadLetter, Output, encode
+from broker_filter.outputs import OUTPUT_TOO_LARGE, Output, encode_all
 from broker_filter.pipeline import Pipeline, Slot
 from broker_filter.rekey import Rekeyer
 from broker_filter.streams.kafka import (
@@ -254,13 +254,11 @@ class Daemon:
         return True
 
     def _produce(self, outputs: list[Output]) -> None:
-        for output in outputs:
-            value = output.value
-            headers = None
-            if isinstance(value, DeadLetter):
-                value = value.fitting(self.max_dead_letter_bytes)
-                headers = value.headers()
-            self.sink.produce(self.topics[output.kind], encode(output.kind, value), key=output.key, headers=headers)
+        for item in encode_all(outputs, self.max_dead_letter_bytes):
+            if item.kind == "dead_letter" and dict(item.headers or ()).get("reason") == OUTPUT_TOO_LARGE.encode():
+                log.warning("an output record too large for the brokers was dead-lettered: %s", dict(item.headers)["detail"].decode())
+                self.metrics.alerts_dead_lettered.labels(OUTPUT_TOO_LARGE).inc()
+            self.sink.produce(self.topics[item.kind], item.value, key=item.key, headers=item.headers)
 
     def _abort(self, error: Exception) -> None:
         """The batch failed: make sure its transaction is aborted; the caller re-reads its input."""

@@ -29,6 +29,7 @@ from typing import IO, Literal, TypeVar
 from tqdm import tqdm
 
 from broker_filter.config import LoggingConfig
+from broker_filter.streams.kafka_config import redact_urls
 
 LogFormat = Literal["text", "json"]
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -66,7 +67,18 @@ class JsonFormatter(logging.Formatter):
             document["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             document["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(document, default=str, ensure_ascii=False)
+        return redact_urls(json.dumps(document, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT` lines. Both formatters mask the credentials of any URL in a line
+    (an exception from a client library may quote the URL it was given, password included)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(super().format(record))
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text", stream: IO[str] | None = None) -> None:
@@ -78,7 +90,7 @@ def configure_logging(level: str = "INFO", log_format: str = "text", stream: IO[
     if log_format not in FORMATS:
         raise LoggingSetupError(f"log format must be one of {list(FORMATS)}, got {log_format!r}")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -38,10 +39,13 @@ from typing import Any, Literal
 import fastavro
 
 from broker_filter.streams.alert import Alert, DecodeError
+from broker_filter.streams.kafka_config import redact_urls
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 SCHEMA_VERSION = 2
 PERCENTILES = {"p80": 80, "p95": 95}
+MAX_HEADER_CHARS = 1000  # of a dead letter's detail and origin
+OUTPUT_TOO_LARGE = "output_too_large"  # the dead-letter reason of an input whose record the brokers cannot take
 
 OutputKind = Literal["classification", "novelty", "dead_letter"]
 
@@ -71,7 +75,10 @@ class DeadLetter:
     original_size: int | None = None  # set when ``payload`` was cut to fit the dead-letter topic
 
     def headers(self) -> list[tuple[str, bytes]]:
-        headers = [("reason", self.reason.encode()), ("detail", self.detail.encode()), ("origin", self.origin.encode())]
+        """``detail`` and ``origin`` cut to :data:`MAX_HEADER_CHARS`, URL credentials masked: a
+        hostile input must not make its own dead letter too large, or leak a password."""
+        detail, origin = (redact_urls(_cut(text)) for text in (self.detail, self.origin))
+        headers = [("reason", self.reason.encode()), ("detail", detail.encode()), ("origin", origin.encode())]
         if self.original_size is not None:
             headers.append(("original_size", str(self.original_size).encode()))
         return headers
@@ -85,9 +92,9 @@ class DeadLetter:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "origin": self.origin,
+            "origin": redact_urls(_cut(self.origin)),
             "reason": self.reason,
-            "detail": self.detail,
+            "detail": redact_urls(_cut(self.detail)),
             "payload_base64": base64.b64encode(self.payload).decode("ascii"),
         }
 
@@ -96,13 +103,22 @@ class DeadLetter:
         return cls(origin, error.reason, error.detail, payload)
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_HEADER_CHARS else f"{text[:MAX_HEADER_CHARS]}... ({len(text)} characters)"
+
+
 @dataclass(frozen=True)
 class Output:
-    """One record bound for a topic (or file): ``value`` is a record dict, or a DeadLetter."""
+    """One record bound for a topic (or file): ``value`` is a record dict, or a DeadLetter.
+
+    ``origin`` names the input it came from (``topic[partition]@offset``, or an archive
+    position), so that a record the brokers cannot take is dead-lettered under its input.
+    """
 
     kind: OutputKind
     key: str
     value: dict[str, Any] | DeadLetter
+    origin: str = ""
 
 
 def record_id(alert: Alert) -> str:
@@ -178,3 +194,49 @@ def encode(kind: OutputKind, value: dict[str, Any] | DeadLetter) -> bytes:
 def decode(kind: OutputKind, payload: bytes) -> dict[str, Any]:
     """The inverse of :func:`encode` for consumers (and tests) of our topics."""
     return fastavro.schemaless_reader(io.BytesIO(payload), parsed_schema(kind))
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One output ready for its topic: value bytes, key, headers (dead letters only)."""
+
+    kind: OutputKind
+    key: str
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+
+
+def encode_all(outputs: Sequence[Output], max_bytes: int) -> list[Encoded]:
+    """``outputs`` encoded, each within ``max_bytes`` (key and value), in order.
+
+    An input whose record the brokers would refuse (an object id of 450 KB makes one) would
+    abort its transaction at every retry and stall its partition for good. Instead all of that
+    input's outputs give way to one dead letter (reason :data:`OUTPUT_TOO_LARGE`, under the
+    input's origin, carrying the record cut to fit), and the stream goes on. Dead letters are
+    cut to fit as they are.
+    """
+    encoded: list[Encoded] = []
+    too_large: dict[str, str] = {}
+    for output in outputs:
+        if isinstance(output.value, DeadLetter):
+            letter = output.value.fitting(max_bytes)
+            encoded.append(Encoded(output.kind, output.key, encode(output.kind, letter), letter.headers()))
+            continue
+        value = encode(output.kind, output.value)
+        size = len(value) + len(output.key.encode())
+        if size > max_bytes:
+            too_large.setdefault(output.origin, f"its {output.kind} record of {size} bytes exceeds the {max_bytes}-byte message limit")
+        encoded.append(Encoded(output.kind, output.key, value, None))
+    if not too_large:
+        return encoded
+    kept: list[Encoded] = []
+    lettered: set[str] = set()
+    for output, item in zip(outputs, encoded):
+        if output.origin not in too_large or isinstance(output.value, DeadLetter):
+            kept.append(item)
+        elif output.origin not in lettered:  # the input's first output becomes its one dead letter; the others go
+            lettered.add(output.origin)
+            origin = output.origin or output.key[:MAX_HEADER_CHARS]
+            letter = DeadLetter(origin, OUTPUT_TOO_LARGE, too_large[output.origin], item.value).fitting(max_bytes)
+            kept.append(Encoded("dead_letter", origin, letter.payload, letter.headers()))
+    return kept

@@ -52,6 +52,7 @@ class Slot:
     alert: Alert | None = None
     decision: Decision | None = None
     timestamp_ms: int | None = None
+    origin: str = ""
 
     @property
     def needs_scoring(self) -> bool:
@@ -110,23 +111,23 @@ class Pipeline:
         state cannot hold): bad input never stops the stream."""
         self.metrics.alerts_decoded.labels(alert.survey).inc()
         try:
-            return self._merge_and_decide(alert, timestamp_ms)
-        except (ValueError, TypeError, LookupError, ArithmeticError) as error:
-            log.exception("alert %s of %s could not be processed; dead-lettered", alert.alert_id, alert.object_id)
+            return self._merge_and_decide(alert, timestamp_ms, origin)
+        except Exception as error:  # noqa: BLE001 - the per-message boundary: one input, one dead letter
+            log.exception("alert %s of %s could not be processed; dead-lettered", alert.alert_id, alert.object_id[:100])
             detail = f"processing failed: {type(error).__name__}: {error}"
             return self.dead_letter(DeadLetter(origin, "invalid_value", detail, payload()))
 
-    def _merge_and_decide(self, alert: Alert, timestamp_ms: int | None) -> Slot:
+    def _merge_and_decide(self, alert: Alert, timestamp_ms: int | None, origin: str) -> Slot:
         merged = self.store.merge(alert)
         decision = self.policy.decide(merged.state, alert.time)
-        slot = Slot(alert=alert, decision=decision, timestamp_ms=timestamp_ms)
+        slot = Slot(alert=alert, decision=decision, timestamp_ms=timestamp_ms, origin=origin)
         if decision.verdict == "score":
             if self.policy.min_interval_s > 0:  # only throttling needs to remember scorings
                 self.store.mark_scored(merged.state, alert.time, self.policy.forget_before(alert.time))
         else:
             if decision.verdict == "below_minimum":
                 self.metrics.below_minimum.inc()
-            slot.outputs.append(self._unscored(alert, decision, timestamp_ms))
+            slot.outputs.append(self._unscored(alert, decision, timestamp_ms, origin))
         return slot
 
     def dead_letter(self, letter: DeadLetter) -> Slot:
@@ -172,7 +173,7 @@ class Pipeline:
         alert, decision = slot.alert, slot.decision
         if score is None:  # no chunk came out of preprocessing: as good as below the minimum
             self.metrics.below_minimum.inc()
-            return [self._unscored(alert, Decision("below_minimum", (), decision.n_points, ()), slot.timestamp_ms)]
+            return [self._unscored(alert, Decision("below_minimum", (), decision.n_points, ()), slot.timestamp_ms, slot.origin)]
         record = classification_record(
             alert,
             status="scored",
@@ -190,10 +191,10 @@ class Pipeline:
             now_ms=self._clock_ms(),
         )
         self.metrics.scorings.labels(score.top_class).inc()
-        outputs = [Output("classification", record["record_id"], record)]
+        outputs = [Output("classification", record["record_id"], record, slot.origin)]
         if record["novel"]:
             self.metrics.novelty_flags.labels(score.top_class).inc()
-            outputs.append(Output("novelty", record["record_id"], novelty_record(record)))
+            outputs.append(Output("novelty", record["record_id"], novelty_record(record), slot.origin))
         return outputs
 
     def _threshold_at(self, n_points: int) -> float | None:
@@ -201,7 +202,7 @@ class Pipeline:
         calibration = self.inferencer.bundle.calibration
         return None if calibration is None else float(calibration.threshold(n_points, self.model.novelty_threshold)[0])
 
-    def _unscored(self, alert: Alert, decision: Decision, timestamp_ms: int | None) -> Output:
+    def _unscored(self, alert: Alert, decision: Decision, timestamp_ms: int | None, origin: str) -> Output:
         record = classification_record(
             alert,
             status=decision.verdict,
@@ -212,7 +213,7 @@ class Pipeline:
             timestamp_ms=timestamp_ms,
             now_ms=self._clock_ms(),
         )
-        return Output("classification", record_id(alert), record)
+        return Output("classification", record_id(alert), record, origin)
 
 
 def decoder_from_config(config: Config) -> AlertDecoder:
@@ -232,6 +233,7 @@ def decoder_from_config(config: Config) -> AlertDecoder:
         schema=schema,
         schema_dir=Path(decode.schema_dir) if decode.schema_dir else None,
         registry_url=decode.schema_registry_url or None,
+        limits=config.limits,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Survey = Literal["ztf", "lsst"]
+MAX_DETAIL_CHARS = 500
 
 
 class DecodeError(Exception):
@@ -31,14 +32,36 @@ class DecodeError(Exception):
         "missing_field",
         "invalid_value",
         "too_large",
+        "bad_schema",
+        "time_out_of_range",
+        "magnitude_out_of_range",
+        "too_long",
+        "decode_failed",
     )
 
     def __init__(self, reason: str, detail: str = "") -> None:
         if reason not in self.REASONS:
             raise ValueError(f"unknown decode-error reason {reason!r}")
+        if len(detail) > MAX_DETAIL_CHARS:  # a 600 KB schema name must not make a 600 KB log line or header
+            detail = f"{detail[:MAX_DETAIL_CHARS]}... ({len(detail)} characters)"
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+    @classmethod
+    def boundary(cls, error: Exception, reason: str = "decode_failed") -> DecodeError:
+        """The DecodeError for ``error``, whatever its type: the per-message boundary.
+
+        One message may make decoding raise anything (a RecursionError from a schema nested
+        50,000 deep, an OverflowError from an absurd number, a TypeError from a schema whose
+        fields are null); none of it may stop the stream, so every entry point of decoding
+        turns it into a dead letter naming the exception. A DecodeError passes unchanged.
+        """
+        if isinstance(error, DecodeError):
+            return error
+        if isinstance(error, MemoryError):
+            reason = "too_large"
+        return cls(reason, f"{type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True, slots=True)

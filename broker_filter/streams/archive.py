@@ -150,8 +150,8 @@ def iter_container_items(origin: str, data: bytes, decoder: AlertDecoder) -> Ite
     try:
         header = avro_frame.read_header(data)
         schema = decoder.schema_for_text(header.schema_json)
-    except DecodeError as exc:
-        yield ArchiveItem(origin, 0, None, exc, payload=data)
+    except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
+        yield ArchiveItem(origin, 0, None, DecodeError.boundary(exc), payload=data)
         return
     position = 0
     blocks = avro_frame.iter_blocks(data, header)
@@ -160,8 +160,8 @@ def iter_container_items(origin: str, data: bytes, decoder: AlertDecoder) -> Ite
             block = next(blocks)
         except StopIteration:
             return
-        except DecodeError as exc:  # a damaged block ends the file: what follows is unframed
-            yield ArchiveItem(origin, position, None, exc, payload=data)
+        except Exception as exc:  # noqa: BLE001 - a damaged block ends the file: what follows is unframed
+            yield ArchiveItem(origin, position, None, DecodeError.boundary(exc), payload=data)
             return
         stream = io.BytesIO(block.data)
         single = _is_single_record(header, block, data)
@@ -169,10 +169,11 @@ def iter_container_items(origin: str, data: bytes, decoder: AlertDecoder) -> Ite
             start = stream.tell()
             try:
                 record = read_record(stream, schema)
-            except DecodeError as exc:  # record boundaries are lost: the rest of the block goes with it
+            except Exception as exc:  # noqa: BLE001 - record boundaries are lost: the rest of the block goes with it
+                error = DecodeError.boundary(exc, "invalid_value")
                 lost = block.count - index - 1
-                detail = f"{exc.detail}; the block's {lost} later record(s) are unreadable" if lost else exc.detail
-                yield ArchiveItem(origin, position, None, DecodeError(exc.reason, detail),
+                detail = f"{error.detail}; the block's {lost} later record(s) are unreadable" if lost else error.detail
+                yield ArchiveItem(origin, position, None, DecodeError(error.reason, detail),
                                   make_payload=_framer(header.schema_json, block.data[start:]))
                 position += 1
                 break

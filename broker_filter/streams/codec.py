@@ -37,6 +37,8 @@ import numpy as np
 from broker_filter.streams import avro_frame, rubin, ztf
 from broker_filter.streams.alert import Alert, DecodeError
 from broker_filter.streams.avro_program import Unsupported, compile_program
+from broker_filter.streams.kafka_config import redact_urls
+from broker_filter.streams.limits import AlertLimits
 from broker_filter.streams.schema import SchemaInfo, identify, load_schema_file, reader_schema
 
 if TYPE_CHECKING:
@@ -44,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+MAX_SCHEMA_BYTES = 1024 * 1024  # ZTF's schema is ~15 KB, Rubin's ~60 KB
+MAX_SCHEMA_DEPTH = 64  # nesting of JSON arrays and objects; real alert schemas stay under 20
+SCHEMA_CACHE_SIZE = 256  # distinct writer schemas kept parsed; a hostile producer may send a new one per message
 WIRE_MAGIC = 0
 _CONVERTERS: dict[str, Callable[[dict[str, Any], str], Alert]] = {"ztf": ztf.to_alert, "lsst": rubin.to_alert}
 
@@ -64,8 +69,11 @@ def read_record(stream: io.BytesIO, schema: ParsedSchema) -> dict[str, Any]:
     """One schemaless record at the stream's position; the stream is left after it."""
     if schema.fast is None:
         return _fastavro_record(stream, schema)
-    with stream.getbuffer() as view:
-        record, end = schema.fast.read(view, stream.tell())
+    try:
+        with stream.getbuffer() as view:
+            record, end = schema.fast.read(view, stream.tell())
+    except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
+        raise DecodeError.boundary(exc, "invalid_value") from None
     stream.seek(end)
     return record
 
@@ -73,7 +81,10 @@ def read_record(stream: io.BytesIO, schema: ParsedSchema) -> dict[str, Any]:
 def read_payload(data: bytes, pos: int, schema: ParsedSchema) -> tuple[dict[str, Any], int]:
     """One schemaless record starting at byte ``pos`` of ``data``, and where it ends."""
     if schema.fast is not None:
-        return schema.fast.read(data, pos)
+        try:
+            return schema.fast.read(data, pos)
+        except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
+            raise DecodeError.boundary(exc, "invalid_value") from None
     stream = io.BytesIO(data)
     stream.seek(pos)
     return _fastavro_record(stream, schema), stream.tell()
@@ -95,15 +106,45 @@ def _fastavro_record(stream: io.BytesIO, schema: ParsedSchema) -> dict[str, Any]
 
 
 def parse_schema(raw: dict[str, Any], keep_cutouts: bool, compiled: bool = True) -> ParsedSchema:
-    """Parse and project a writer schema; ``compiled`` also builds the numba reader."""
-    info = identify(raw)
+    """Parse and project a writer schema; ``compiled`` also builds the numba reader.
+
+    A schema that is not an alert's is ``unknown_schema``; one that is not a valid Avro schema
+    at all (``"fields": null``, a field name that is a list, nesting beyond
+    :data:`MAX_SCHEMA_DEPTH`) is ``bad_schema``, whatever exception our code or fastavro
+    raises on it.
+    """
+    _check_depth(raw)
     try:
+        info = identify(raw)
         projected = reader_schema(raw, keep_cutouts)
         writer = fastavro.parse_schema(raw)
         reader = fastavro.parse_schema(projected)
     except Exception as exc:  # noqa: BLE001 - fastavro's schema errors have no common base
-        raise DecodeError("unknown_schema", f"writer schema does not parse: {exc}") from None
+        raise DecodeError.boundary(exc, "bad_schema") from None
     return ParsedSchema(writer, reader, info, raw, compiled_reader(raw, projected) if compiled else None)
+
+
+def load_schema_json(text: bytes | str) -> Any:
+    """A writer schema's JSON, bounded in size and depth before anything walks it."""
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise DecodeError("bad_schema", f"schema of {len(text)} bytes > {MAX_SCHEMA_BYTES}")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise DecodeError("bad_schema", f"schema JSON nested deeper than the parser allows (limit {MAX_SCHEMA_DEPTH})") from None
+    except ValueError as exc:
+        raise DecodeError("unknown_schema", f"schema is not JSON: {exc}") from None
+
+
+def _check_depth(node: Any) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_SCHEMA_DEPTH` (iteratively: no recursion to exhaust)."""
+    pending = [(node, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise DecodeError("bad_schema", f"schema nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def compiled_reader(writer: dict[str, Any], reader: dict[str, Any]) -> FastReader | None:
@@ -144,9 +185,10 @@ class AlertDecoder:
 
     def __init__(self, keep_cutouts: bool = False, schema: dict | None = None,
                  schema_dir: Path | None = None, registry_url: str | None = None,
-                 compiled: bool = True) -> None:
+                 compiled: bool = True, limits: AlertLimits = AlertLimits()) -> None:
         self.keep_cutouts = keep_cutouts
         self.compiled = compiled
+        self.limits = limits
         self.schema_dir = Path(schema_dir) if schema_dir is not None else None
         self.registry_url = registry_url.rstrip("/") if registry_url else None
         self._configured = parse_schema(schema, keep_cutouts, compiled) if schema is not None else None
@@ -155,7 +197,13 @@ class AlertDecoder:
 
     # framing ---------------------------------------------------------------------------
     def decode(self, payload: bytes) -> Alert:
-        """One message -> Alert; raises DecodeError with a reason from DecodeError.REASONS."""
+        """One message -> Alert; raises DecodeError with a reason from DecodeError.REASONS, and nothing else."""
+        try:
+            return self._decode(payload)
+        except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
+            raise DecodeError.boundary(exc) from None
+
+    def _decode(self, payload: bytes) -> Alert:
         if not isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) == 0:
             raise DecodeError("empty", "empty message")
         if len(payload) > MAX_PAYLOAD_BYTES:
@@ -193,18 +241,14 @@ class AlertDecoder:
         """The parsed pair for a container header's schema text, parsed once per text."""
         cached = self._by_text.get(schema_json)
         if cached is None:
-            try:
-                raw = json.loads(schema_json)
-            except ValueError as exc:
-                raise DecodeError("unknown_schema", f"container schema is not JSON: {exc}") from None
-            cached = self._by_text[schema_json] = parse_schema(raw, self.keep_cutouts, self.compiled)
+            cached = _remember(self._by_text, schema_json, parse_schema(load_schema_json(schema_json), self.keep_cutouts, self.compiled))
         return cached
 
     def _schema_for_id(self, schema_id: int) -> ParsedSchema:
         cached = self._by_id.get(schema_id)
         if cached is None:
             raw = self._fetch_schema(schema_id)
-            cached = self._by_id[schema_id] = parse_schema(raw, self.keep_cutouts, self.compiled)
+            cached = _remember(self._by_id, schema_id, parse_schema(raw, self.keep_cutouts, self.compiled))
         return cached
 
     def _fetch_schema(self, schema_id: int) -> dict[str, Any]:
@@ -219,12 +263,24 @@ class AlertDecoder:
 
     # records ---------------------------------------------------------------------------
     def convert(self, record: Any, schema: ParsedSchema) -> Alert:
+        """A decoded record -> Alert, within :attr:`limits`; raises only DecodeError."""
         if not isinstance(record, dict):
             raise DecodeError("invalid_value", "the top-level Avro value is not a record")
-        alert = _CONVERTERS[schema.info.survey](record, schema.info.version)
+        try:
+            alert = self.limits.check(_CONVERTERS[schema.info.survey](record, schema.info.version))
+        except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
+            raise DecodeError.boundary(exc, "invalid_value") from None
         if self.keep_cutouts:
             alert.extra["cutouts"] = _cutouts(record)
         return alert
+
+
+def _remember(cache: dict, key: Any, value: ParsedSchema) -> ParsedSchema:
+    """Keep at most :data:`SCHEMA_CACHE_SIZE` parsed schemas, the oldest forgotten first."""
+    if len(cache) >= SCHEMA_CACHE_SIZE:
+        del cache[next(iter(cache))]
+    cache[key] = value
+    return value
 
 
 def fetch_registry_schema(registry_url: str | None, schema_id: int) -> dict[str, Any]:
@@ -232,18 +288,19 @@ def fetch_registry_schema(registry_url: str | None, schema_id: int) -> dict[str,
     import httpx
 
     url = f"{registry_url}/schemas/ids/{schema_id}"
+    shown = redact_urls(url)  # credentials in the URL never reach a log line or a dead-letter header
     try:
         response = httpx.get(url, timeout=10.0)
     except httpx.HTTPError as exc:
-        raise DecodeError("schema_registry", f"{url}: {exc}") from None
+        raise DecodeError("schema_registry", redact_urls(f"{shown}: {exc}")) from None
     if response.status_code == 404:
-        raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the registry {registry_url}")
+        raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the registry {redact_urls(str(registry_url))}")
     if response.status_code != 200:
-        raise DecodeError("schema_registry", f"{url}: HTTP {response.status_code}")
+        raise DecodeError("schema_registry", f"{shown}: HTTP {response.status_code}")
     try:
-        return json.loads(response.json()["schema"])
+        return load_schema_json(response.json()["schema"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise DecodeError("schema_registry", f"{url}: unexpected answer ({exc})") from None
+        raise DecodeError("schema_registry", f"{shown}: unexpected answer ({exc})") from None
 
 
 def _cutouts(record: dict[str, Any]) -> dict[str, bytes | None]:
@@ -266,7 +323,10 @@ def from_record(record: dict[str, Any], schema_name_or_version: str) -> Alert:
         raise DecodeError("invalid_value", "record is not a mapping")
     label = str(schema_name_or_version)
     survey = "lsst" if ("diaSource" in record or label.startswith("lsst")) else "ztf"
-    return _CONVERTERS[survey](record, label)
+    try:
+        return AlertLimits().check(_CONVERTERS[survey](record, label))
+    except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
+        raise DecodeError.boundary(exc, "invalid_value") from None
 
 
 def detection_arrays(alert: Alert) -> dict[str, np.ndarray]:

@@ -12,12 +12,14 @@ One ``[kafka] client`` table serves both of the daemon's clients, but librdkafka
 (``CONFWARN``) about, and ignores, a consumer property given to a producer and vice versa:
 ``client_config(..., role=...)`` keeps only the properties of that role.
 
-``redact`` masks secrets in any (nested) config mapping before it is logged.
+``redact`` masks secrets in any (nested) config mapping before it is logged, and
+``redact_urls`` the credentials of any URL in a text (``http://user:pass@registry``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,8 @@ ENV_SUFFIX = ".env"
 REDACTED = "***"
 # Substrings of property names whose values are secrets (librdkafka and our own names).
 SECRET_MARKERS = ("password", "secret", "jaas", "token", "credential", "ssl.key.pem", "oauthbearer.config", "api.key")
+# scheme://userinfo@ : the userinfo (user, or user:password) of a URL
+URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
 
 
 # The properties librdkafka marks "C" (consumer only) and "P" (producer only) in its
@@ -122,5 +126,10 @@ def redact(config: Mapping[str, Any]) -> dict[str, Any]:
         elif is_secret(str(key)) and value not in (None, ""):
             masked[key] = REDACTED
         else:
-            masked[key] = value
+            masked[key] = redact_urls(value) if isinstance(value, str) else value
     return masked
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked: ``http://***@host/``."""
+    return URL_CREDENTIALS.sub(rf"\1{REDACTED}@", text)

@@ -45,8 +45,11 @@ def dc_magnitude(magpsf: float, sigmapsf: float, magnr: float, sigmagnr: float,
         if positive:
             return magpsf, sigmapsf, False
         return math.nan, math.nan, False
-    ref = 10.0 ** (-0.4 * magnr)
-    diff = 10.0 ** (-0.4 * magpsf) * (1.0 if positive else -1.0)
+    try:
+        ref = 10.0 ** (-0.4 * magnr)
+        diff = 10.0 ** (-0.4 * magpsf) * (1.0 if positive else -1.0)
+    except OverflowError:  # a magnitude below about -770: the brighter one stands, and the limits refuse it
+        return min(magpsf, magnr), math.nan, True
     total = ref + diff
     if not total > 0:
         return math.nan, math.nan, True
@@ -101,7 +104,9 @@ def _synthetic_id(pid: Any, jd: Any, fid: Any, tag: int) -> int:
     """Upper limits and forced points have no candid: key them by the image's pid."""
     if isinstance(pid, int) and pid > 0:
         return -(pid * 10 + tag)
-    return -((round(_finite(jd) * 1e5) * 10 + int(fid or 0)) * 10 + tag)
+    scaled = _finite(jd) * 1e5
+    step = round(scaled) if math.isfinite(scaled) else 0  # an absurd jd: the limits refuse the alert by its time
+    return -((step * 10 + int(fid or 0)) * 10 + tag)
 
 
 def _upper_limit(jd: Any, fid: Any, pid: Any) -> Detection:
@@ -120,7 +125,7 @@ def _forced(jd: Any, fid: Any, pid: Any, forcediffimflux: Any, forcediffimfluxun
         flux = flux_err = math.nan
     ref_mag, ref_err = _reference(magnr, sigmagnr, distnr)
     mag = err = math.nan
-    if math.isfinite(ref_mag) and math.isfinite(zeropoint) and math.isfinite(flux):
+    if math.isfinite(ref_mag) and math.isfinite(zeropoint) and math.isfinite(flux) and abs(zeropoint - ref_mag) < 100:
         ref = 10.0 ** (0.4 * (zeropoint - ref_mag))
         total = ref + flux
         if total > 0:

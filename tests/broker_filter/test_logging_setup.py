@@ -110,3 +110,18 @@ def test_progress_bar_hidden_off_a_terminal_and_with_json_logs(monkeypatch: pyte
     configure_logging("INFO", "text", io.StringIO())
     assert list(progress_bar(range(3), desc="train")) == [0, 1, 2]
     assert piped.getvalue() == ""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_url_credentials_never_reach_a_log_line(log_format: str) -> None:
+    """A client library's exception may quote the URL it was given, password included."""
+    stream = io.StringIO()
+    configure_logging("INFO", log_format, stream)
+    log = logging.getLogger("test-redaction")
+    log.warning("registry http://reader:s3cret@registry:8081 unreachable")
+    try:
+        raise ConnectionError("cannot reach https://reader:s3cret@registry:8081/schemas/ids/1")
+    except ConnectionError:
+        log.exception("lookup failed")
+    text = stream.getvalue()
+    assert "s3cret" not in text and text.count("://***@registry:8081") == 3

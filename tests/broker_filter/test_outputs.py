@@ -12,9 +12,9 @@ MODEL = ModelIdentity("0123456789abcdef", "0.1.0", "p95", 12.5)
 ALERT = Alert("ZTF18aaaaaaa", 42, "ztf", "4.02", 7, (Detection(7, 60000.5, "g", 15.0, 0.05),))
 
 
-def _scored(energy: float, p_value: float = 0.01) -> dict:
+def _scored(energy: float, p_value: float = 0.01, alert: Alert = ALERT) -> dict:
     return classification_record(
-        ALERT,
+        alert,
         status="scored",
         model=MODEL,
         min_points=20,
@@ -68,3 +68,34 @@ def test_an_oversized_dead_letter_is_cut_to_fit_and_says_so():
     assert letter.fitting(200) is letter
     cut = letter.fitting(10)
     assert cut.payload == b"x" * 10 and dict(cut.headers())["original_size"] == b"100"
+
+
+def test_an_input_whose_record_is_too_large_for_the_brokers_becomes_one_dead_letter():
+    """A 450 KB object id makes records over the message limit: they would abort every retry of the batch."""
+    from broker_filter.outputs import OUTPUT_TOO_LARGE, Output, encode_all
+
+    huge = Alert("Z" * 450_000, 43, "ztf", "4.02", 8, (Detection(8, 60000.5, "g", 15.0, 0.05),))
+    big = _scored(13.0, alert=huge)
+    small = _scored(13.0)
+    outputs = [
+        Output("classification", small["record_id"], small, "alerts[0]@1"),
+        Output("classification", big["record_id"], big, "alerts[0]@2"),
+        Output("novelty", big["record_id"], novelty_record(big), "alerts[0]@2"),
+        Output("novelty", small["record_id"], novelty_record(small), "alerts[0]@1"),
+    ]
+    encoded = encode_all(outputs, max_bytes=100_000)
+    assert [(e.kind, e.key) for e in encoded] == [
+        ("classification", small["record_id"]), ("dead_letter", "alerts[0]@2"), ("novelty", small["record_id"])]
+    letter = dict(encoded[1].headers)
+    assert letter["reason"] == OUTPUT_TOO_LARGE.encode() and letter["origin"] == b"alerts[0]@2"
+    assert b"exceeds the 100000-byte message limit" in letter["detail"]
+    assert len(encoded[1].value) <= 100_000 and int(letter["original_size"]) > 450_000
+    assert encode_all(outputs[:1], max_bytes=100_000)[0].value == encode("classification", small)
+
+
+def test_dead_letter_headers_are_short_and_mask_url_credentials():
+    letter = DeadLetter("alerts[1]@9", "schema_registry", "http://reader:s3cret@registry:8081/schemas/ids/3: " + "x" * 5000, b"\x00")
+    headers = dict(letter.headers())
+    assert b"s3cret" not in headers["detail"] and b"http://***@registry:8081" in headers["detail"]
+    assert len(headers["detail"]) < 1100
+    assert "s3cret" not in str(letter.to_json())

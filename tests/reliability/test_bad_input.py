@@ -7,6 +7,7 @@ import pytest
 
 from broker_filter_proving.reliability.bad_input import (
     MANY_POINTS,
+    MATRIX_MAX_ID_CHARS,
     ClassifiedExpected,
     DeadLetterExpected,
     bad_inputs,
@@ -35,7 +36,8 @@ def test_every_bad_input_is_dead_lettered_or_handled_and_the_daemon_goes_on(kafk
     positions = produce(kafka_bootstrap, target.input_topic, payloads, [None] * len(payloads), message_max_bytes=INPUT_MAX_MESSAGE_BYTES)
     port = free_port()
     config = write_config(tmp_path / "daemon.toml", target, state={"path": str(tmp_path / "state.sqlite"), "max_points_per_object": MAX_POINTS_PER_OBJECT},
-                          metrics={"port": port}, scoring={"min_points": 20}, inference={"max_batch": 64, "max_wait_ms": 100.0, "device": "cpu"})
+                          metrics={"port": port}, scoring={"min_points": 20}, inference={"max_batch": 64, "max_wait_ms": 100.0, "device": "cpu"},
+                          limits={"max_id_chars": MATRIX_MAX_ID_CHARS})
     with OutputWatcher(target) as watcher:
         daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
         try:

@@ -87,3 +87,40 @@ def test_the_metrics_endpoint_binds_where_configured_and_loopback_by_default(hos
     config = config_from_mapping({"metrics": {"port": port, **({"host": host} if host else {})}}, {})
     Metrics().serve(config.metrics.host, config.metrics.port)
     assert _listening(port) == {host or "127.0.0.1"}
+
+
+@pytest.mark.kafka
+def test_registry_credentials_in_its_url_reach_no_log_header_metric_or_check_output(kafka_bootstrap, deployment, ztf_seeds, tmp_path):
+    """``http://user:password@registry``: the password must appear nowhere a person or a pipeline reads."""
+    import struct
+
+    import httpx
+
+    from broker_filter_proving.reliability.bad_input import sentinel
+    from broker_filter_proving.reliability.harness import DaemonProcess, OutputWatcher, produce
+    from broker_filter_proving.reliability.scenarios import create_topics
+
+    secret = "s3cret-registry-password"
+    target = deployment(kafka_bootstrap)
+    create_topics(target, 1)
+    wire = b"\x00" + struct.pack(">I", 7) + b"\x02\x04"  # a wire-format message: its schema must come from the registry
+    _, valid = sentinel(ztf_seeds)
+    produce(kafka_bootstrap, target.input_topic, [wire, valid], [None, None])
+    port = free_port()
+    config = write_config(tmp_path / "daemon.toml", target, state={"path": str(tmp_path / "state.sqlite")}, metrics={"port": port},
+                          decode={"schema_registry_url": f"http://reader:{secret}@127.0.0.1:{free_port()}"},
+                          logging={"level": "DEBUG", "format": "text"})
+    with OutputWatcher(target) as watcher:
+        daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+        try:
+            watcher.wait_for(2, timeout=180, alive=daemon.alive)
+            metrics_text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        finally:
+            daemon.terminate()
+        messages = watcher.messages()
+    (letter,) = [headers for topic, _, headers in messages if topic == target.dead_letter_topic]
+    assert letter["reason"] == b"schema_registry" and b"://***@127.0.0.1" in letter["detail"]
+    checked = _cli("check", "--skip-model", "--config", str(config))
+    channels = {"daemon log": (tmp_path / "daemon.log").read_text(), "metrics": metrics_text,
+                "dead-letter headers": repr(letter), "check output": checked.stdout + checked.stderr}
+    assert {name: secret in text for name, text in channels.items()} == dict.fromkeys(channels, False)

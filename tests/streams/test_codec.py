@@ -13,6 +13,7 @@ import pytest
 from broker_filter.streams import avro_frame
 from broker_filter.streams.alert import Alert, DecodeError
 from broker_filter.streams.codec import AlertDecoder, detection_arrays, from_record
+from broker_filter.streams.limits import AlertLimits
 from broker_filter.streams.schema import reader_schema, rubin_schema, ztf_schema
 from broker_filter.streams.ztf import dc_magnitude
 
@@ -131,7 +132,9 @@ def test_real_rubin_schemas_v7_to_v11_decode():
     for version in ("7.0", "8.0", "9.0", "10.0", "11.0"):
         major, minor = version.split(".")
         sample = f"{packet.get_schema_path(int(major), int(minor))}/sample_data/fakeAlert.avro"
-        alerts = list(AlertDecoder().iter_container(open(sample, "rb").read()))
+        data = open(sample, "rb").read()
+        # some of the package's fake alerts carry unix seconds as MJD, which the default limits refuse
+        alerts = list(AlertDecoder(limits=AlertLimits(future_days=math.inf)).iter_container(data))
         assert alerts and all(a.survey == "lsst" for a in alerts), version
         assert alerts[0].schema_version == f"lsst.v{major}_{minor}"
 

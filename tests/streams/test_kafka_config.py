@@ -60,3 +60,12 @@ def test_redact_masks_secrets_at_any_depth_and_keeps_the_rest() -> None:
         "sasl.password.file": "/run/secrets/kafka",
     }
     assert "s3cret" not in repr(masked) and config["kafka"]["client"]["sasl.password"] == "s3cret"
+
+
+def test_url_credentials_are_masked_in_text_and_in_config_values() -> None:
+    from broker_filter.streams.kafka_config import redact_urls
+
+    assert redact_urls("GET http://user:pa55@host:8081/x failed") == "GET http://***@host:8081/x failed"
+    assert redact_urls("https://token@host/path and ftp://a@b") == "https://***@host/path and ftp://***@b"
+    assert redact_urls("no url here, user@example.org stays") == "no url here, user@example.org stays"
+    assert redact({"schema_registry_url": "http://u:p@r:1"}) == {"schema_registry_url": "http://***@r:1"}

@@ -12,6 +12,7 @@ Valid alerts are altered ZTF 4.02 records from the simulated labelled stream
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
@@ -101,8 +102,8 @@ def bad_inputs(seeds: SeedAlerts, *, max_points_per_object: int, seed: int = 0) 
     rng = random.Random(seed)
     cases: list[BadInput] = []
 
-    def dead(name: str, reason: str, *payloads: bytes) -> None:
-        cases.append(BadInput(name, payloads, DeadLetterExpected((reason,))))
+    def dead(name: str, reason: str, *payloads: bytes, keeps_payload: bool = True) -> None:
+        cases.append(BadInput(name, payloads, DeadLetterExpected((reason,), keeps_payload)))
 
     def classified(name: str, description: str, check: Check, *payloads: bytes) -> None:
         cases.append(BadInput(name, payloads, ClassifiedExpected(check, description)))
@@ -161,9 +162,54 @@ def bad_inputs(seeds: SeedAlerts, *, max_points_per_object: int, seed: int = 0) 
     empty_none["prv_candidates"], empty_list["prv_candidates"] = None, []
     classified("empty history (null and [])", "classified below_minimum with n_points 1", _below_minimum(1), b.payload(empty_none), b.payload(empty_list))
 
+    _hostile_values(b, dead)
+    _hostile_schemas(dead)
+
     oversized = rng.randbytes(OVERSIZED_BYTES)
     cases.append(BadInput(f"message of {OVERSIZED_BYTES >> 20} MiB (over the producer's default limit)", (oversized,), DeadLetterExpected(("too_large", "not_avro"), keeps_payload=False)))
     return cases
+
+
+#: Object ids longer than the default limit are refused at decoding (``too_long``); the matrix's
+#: daemon accepts ids up to this length so that a 450 KB id reaches the output stage, where its
+#: record is too large for the brokers (``output_too_large``).
+MATRIX_MAX_ID_CHARS = 500_000
+HUGE_ID_CHARS = 450_000
+
+
+def _hostile_values(b: _Builder, dead: Callable[..., None]) -> None:
+    """Well-formed alerts with one absurd value (issue 13's table): each a typed dead letter, none a crash."""
+    record = b.record("bad_magpsf_-1000")
+    record["candidate"]["magpsf"] = -1000.0
+    dead("finite but absurd magnitude (magpsf -1000)", "magnitude_out_of_range", b.payload(record))
+    record = b.record("bad_magnr_-1000", history=3)
+    record["prv_candidates"][0].update(magnr=-1000.0, sigmagnr=0.01, distnr=0.1)
+    dead("absurd reference magnitude in the history (magnr -1000)", "magnitude_out_of_range", b.payload(record))
+    record = b.record("bad_limit_jd", history=3)
+    record["prv_candidates"][0].update(candid=None, jd=1e304, magpsf=None, sigmapsf=None)
+    dead("an upper limit at jd 1e304", "time_out_of_range", b.payload(record))
+    for label, jd in (("MJD 1e12", 1e12 + 2400000.5), ("a negative MJD", -1.0)):
+        record = b.record(f"bad_time_{label.replace(' ', '_')}")
+        record["candidate"]["jd"] = jd
+        dead(f"observation time {label}", "time_out_of_range", b.payload(record))
+    record = b.record("bad_id_" + "Z" * (MATRIX_MAX_ID_CHARS + 10))
+    dead(f"an object id over [limits] max_id_chars ({MATRIX_MAX_ID_CHARS + 17:,} characters)", "too_long", b.payload(record))
+    record = b.record("bad_id_" + "Z" * HUGE_ID_CHARS)
+    dead(f"an object id of {HUGE_ID_CHARS // 1000} KB (its record exceeds the brokers' message size)", "output_too_large",
+         b.payload(record), keeps_payload=False)  # the dead letter carries the record, cut to fit
+
+
+def _hostile_schemas(dead: Callable[..., None]) -> None:
+    """Containers whose writer schema is hostile: nested 50,000 deep, fields null, a list as a name, a 600 KB name."""
+    from broker_filter.streams.avro_frame import single_record_container
+
+    deep = b"[" * 50_000 + b"]" * 50_000
+    dead("container schema nested 50,000 levels", "bad_schema", single_record_container(deep, b"\x00"))
+    for label, schema in (("fields null", {"type": "record", "name": "alert", "fields": None}),
+                          ("a field name that is a list", {"type": "record", "name": "alert", "fields": [{"name": ["objectId"], "type": "string"}]})):
+        dead(f"container schema with {label}", "bad_schema", single_record_container(json.dumps(schema).encode(), b"\x00"))
+    named = {"type": "record", "name": "n" * 600_000, "fields": []}
+    dead("container schema named with 600 KB", "unknown_schema", single_record_container(json.dumps(named).encode(), b"\x00"))
 
 
 def sentinel(seeds: SeedAlerts) -> tuple[str, bytes]:
