@@ -54,6 +54,7 @@ from broker_filter.metrics import Metrics
 from broker_filter.outputs import OUTPUT_TOO_LARGE, Output, encode_all
 from broker_filter.pipeline import Pipeline, Slot
 from broker_filter.rekey import Rekeyer
+from broker_filter.streams.codec import SchemaRegistryUnavailable
 from broker_filter.streams.kafka import (
     DeliveryError,
     FatalProducerError,
@@ -131,6 +132,8 @@ class Daemon:
         self._open_timestamps: list[int] = []
         self._assigned: list[TopicPartitionKey] = []
         self._lag_at = 0.0
+        self._throttled = False  # input paused by backpressure
+        self._held: dict[TopicPartitionKey, float] = {}  # partitions waiting for the schema registry: when to retry (monotonic)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -184,24 +187,53 @@ class Daemon:
         if self.upstream is not None and self.upstream.error is not None:
             raise DaemonError(f"the re-keying stage failed: {self.upstream.error}")
         self._commit_ready(block=False)
+        self._release_held()
         self._apply_backpressure()
         for message in self.source.consume(POLL_MESSAGES, POLL_TIMEOUT_S):
-            self._handle(message)
+            if (message.topic, message.partition) not in self._held:  # the rest of a held partition is read again later
+                self._handle(message)
         batch = self.batcher.due()
         if batch is not None:
             self._submit(batch)
         self._update_lag()
 
     def _handle(self, message: KafkaMessage) -> None:
-        self.metrics.alerts_consumed.inc()
         origin = f"{message.topic}[{message.partition}]@{message.offset}"
-        slot = self.pipeline.accept(message.value, origin, message.timestamp_ms)
+        try:
+            slot = self.pipeline.accept(message.value, origin, message.timestamp_ms)
+        except SchemaRegistryUnavailable as error:
+            self._hold(message, error)
+            return
+        self.metrics.alerts_consumed.inc()
         self._open_offsets[(message.topic, message.partition)] = message.offset + 1
         if message.timestamp_ms is not None:
             self._open_timestamps.append(message.timestamp_ms)
         batch = self.batcher.add(slot, slot.needs_scoring)
         if batch is not None:
             self._submit(batch)
+
+    def _hold(self, message: KafkaMessage, error: SchemaRegistryUnavailable) -> None:
+        """Wait for the schema registry instead of dead-lettering a valid alert.
+
+        The message's partition is paused and sought back to it, so that it and everything
+        after it are read again, in order, once the registry's back-off has passed; the other
+        partitions (and the poll loop: no eviction from the group) go on.
+        """
+        tp = (message.topic, message.partition)
+        if tp not in self._held:
+            log.warning("%s[%d] paused at offset %d: %s", message.topic, message.partition, message.offset, error)
+            self.metrics.schema_registry_waits.inc()
+        self._held[tp] = time.monotonic() + error.retry_in
+        self.source.pause([tp])
+        self.source.rewind({tp: message.offset})
+
+    def _release_held(self) -> None:
+        now = time.monotonic()
+        due = [tp for tp, retry_at in self._held.items() if retry_at <= now]
+        for tp in due:
+            del self._held[tp]
+        if due and not self._throttled:
+            self.source.resume(due)
 
     def _submit(self, batch: MicroBatch[Slot]) -> None:
         future = self.executor.submit(self.pipeline.score, batch)
@@ -309,12 +341,15 @@ class Daemon:
     def _apply_backpressure(self) -> None:
         depth = self._queue_depth()
         self.metrics.inference_queue_depth.set(depth)
-        paused = bool(self.source.paused)
-        if not paused and depth >= self.config.inference.queue_max and self._assigned:
+        if not self._throttled and depth >= self.config.inference.queue_max and self._assigned:
             self.source.pause()
+            self._throttled = True
             log.debug("paused %d partitions at queue depth %d", len(self._assigned), depth)
-        elif paused and depth < self.config.inference.queue_max // 2:
+        elif self._throttled and depth < self.config.inference.queue_max // 2:
             self.source.resume()
+            self._throttled = False
+            if self._held:  # still waiting for the schema registry
+                self.source.pause(list(self._held))
         self.metrics.partitions_paused.set(len(self.source.paused))
 
     def _on_assign(self, partitions: list[TopicPartitionKey]) -> None:
@@ -326,12 +361,16 @@ class Daemon:
         self._drain()
         self.pipeline.store.release_all()
         self._assigned = [tp for tp in self._assigned if tp not in set(partitions)]
+        for tp in partitions:
+            self._held.pop(tp, None)
 
     def _on_lost(self, partitions: list[TopicPartitionKey]) -> None:
         log.warning("lost %d partitions: uncommitted work is dropped and will be redone by their new owner", len(partitions))
         self._forget_uncommitted()
         self.pipeline.store.release_all()
         self._assigned = [tp for tp in self._assigned if tp not in set(partitions)]
+        for tp in partitions:
+            self._held.pop(tp, None)
 
     def _update_lag(self) -> None:
         now = time.monotonic()

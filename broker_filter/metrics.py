@@ -50,7 +50,10 @@ class Metrics:
             f"{p}last_output_timestamp_seconds", "Unix time of the latest output commit", registry=r
         )
         self.inference_queue_depth = Gauge(f"{p}inference_queue_depth", "Alerts waiting for or in the model", registry=r)
-        self.partitions_paused = Gauge(f"{p}partitions_paused", "Input partitions paused by backpressure", registry=r)
+        self.partitions_paused = Gauge(f"{p}partitions_paused", "Input partitions paused (backpressure, or waiting for the schema registry)", registry=r)
+        self.schema_registry_waits = Counter(
+            f"{p}schema_registry_waits", "Times a partition was paused because the schema registry did not answer", registry=r
+        )
 
     def serve(self, host: str, port: int) -> None:
         """Start the HTTP exposition thread (``port`` 0: no endpoint)."""

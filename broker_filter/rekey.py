@@ -22,6 +22,7 @@ import threading
 from broker_filter.config import Config
 from broker_filter.pipeline import decoder_from_config
 from broker_filter.streams.alert import DecodeError
+from broker_filter.streams.codec import SchemaRegistryUnavailable
 from broker_filter.streams.kafka import KafkaMessage, KafkaSink, KafkaSource, TransactionAbortedError
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,16 @@ class Rekeyer:
         """Copy one poll's messages and commit their offsets with them (or re-read them if aborted)."""
         offsets = {(m.topic, m.partition): m.offset + 1 for m in messages}
         try:
+            keys = [self._key(message.value) for message in messages]
+        except SchemaRegistryUnavailable as error:  # a valid alert whose schema is out of reach: copy it later, keyed
+            log.warning("re-keying waits for the schema registry: %s", error)
+            source.rewind(_first_offsets(messages))
+            self._stop.wait(error.retry_in)
+            return
+        try:
             if self.exactly_once:
                 sink.begin()
-            for message in messages:
-                key = self._key(message.value)
+            for message, key in zip(messages, keys):
                 headers = list(message.headers) or None
                 sink.produce(self.topic, message.value, key=key, headers=headers, timestamp_ms=message.timestamp_ms)
             if self.exactly_once:
@@ -91,13 +98,17 @@ class Rekeyer:
                 source.commit(offsets)
         except TransactionAbortedError as error:
             log.warning("re-keying transaction aborted, re-reading: %s", error)
-            first = {}
-            for message in messages:
-                first.setdefault((message.topic, message.partition), message.offset)
-            source.rewind(first)
+            source.rewind(_first_offsets(messages))
 
     def _key(self, payload: bytes) -> bytes | None:
         try:
             return self.decoder.decode(payload).object_id.encode()
         except DecodeError:
             return None
+
+
+def _first_offsets(messages: list[KafkaMessage]) -> dict[tuple[str, int], int]:
+    first: dict[tuple[str, int], int] = {}
+    for message in messages:
+        first.setdefault((message.topic, message.partition), message.offset)
+    return first

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ MAX_SCHEMA_BYTES = 1024 * 1024  # ZTF's schema is ~15 KB, Rubin's ~60 KB
 MAX_SCHEMA_DEPTH = 64  # nesting of JSON arrays and objects; real alert schemas stay under 20
 SCHEMA_CACHE_SIZE = 256  # distinct writer schemas kept parsed; a hostile producer may send a new one per message
 WIRE_MAGIC = 0
+REGISTRY_CONNECT_TIMEOUT_S = 3.0
+REGISTRY_TIMEOUT_S = 10.0  # per read; the poll loop's budget (max.poll.interval.ms, 5 min) is far above it
 _CONVERTERS: dict[str, Callable[[dict[str, Any], str], Alert]] = {"ztf": ztf.to_alert, "lsst": rubin.to_alert}
 
 
@@ -171,6 +174,46 @@ def _fast_reader_class() -> type[FastReader] | None:
     return FastReader
 
 
+class SchemaRegistryUnavailable(Exception):
+    """The schema registry did not answer: a fault of the service, not of the message.
+
+    Never a dead letter (the alert is valid; its schema is just out of reach): the daemon
+    pauses the message's partition and reads it again once the registry is back.
+    ``retry_in`` is how long the decoder's circuit stays open (seconds).
+    """
+
+    def __init__(self, detail: str, retry_in: float) -> None:
+        super().__init__(detail)
+        self.retry_in = retry_in
+
+
+class _Circuit:
+    """Fail fast while the registry is down: one failed call opens the circuit for a back-off
+    that doubles (1 s to 30 s) until a call succeeds, so that a registry outage costs one
+    timeout per back-off, not one per message."""
+
+    FIRST_S, LONGEST_S = 1.0, 30.0
+
+    def __init__(self) -> None:
+        self.backoff = 0.0
+        self.open_until = 0.0
+        self.reason = ""
+
+    def check(self) -> None:
+        remaining = self.open_until - time.monotonic()
+        if remaining > 0:
+            raise SchemaRegistryUnavailable(f"schema registry unavailable ({self.reason}); retrying in {remaining:.1f} s", remaining)
+
+    def failed(self, reason: str) -> SchemaRegistryUnavailable:
+        self.backoff = min(self.LONGEST_S, max(self.FIRST_S, 2 * self.backoff))
+        self.open_until = time.monotonic() + self.backoff
+        self.reason = reason
+        return SchemaRegistryUnavailable(f"schema registry unavailable ({reason}); retrying in {self.backoff:.1f} s", self.backoff)
+
+    def succeeded(self) -> None:
+        self.backoff = 0.0
+
+
 class AlertDecoder:
     """Decode one Kafka message (or archive record) into an :class:`Alert`.
 
@@ -194,12 +237,15 @@ class AlertDecoder:
         self._configured = parse_schema(schema, keep_cutouts, compiled) if schema is not None else None
         self._by_text: dict[bytes, ParsedSchema] = {}
         self._by_id: dict[int, ParsedSchema] = {}
+        self._registry = _Circuit()
 
     # framing ---------------------------------------------------------------------------
     def decode(self, payload: bytes) -> Alert:
         """One message -> Alert; raises DecodeError with a reason from DecodeError.REASONS, and nothing else."""
         try:
             return self._decode(payload)
+        except SchemaRegistryUnavailable:
+            raise  # not the message's fault: retried, never dead-lettered
         except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
             raise DecodeError.boundary(exc) from None
 
@@ -259,7 +305,15 @@ class AlertDecoder:
                     return load_schema_file(path)
             if self.registry_url is None:
                 raise DecodeError("unknown_schema", f"no schema {schema_id} in {self.schema_dir}")
-        return fetch_registry_schema(self.registry_url, schema_id)
+        self._registry.check()
+        try:
+            schema = fetch_registry_schema(self.registry_url, schema_id)
+        except DecodeError as error:
+            if error.reason == "schema_registry":
+                raise self._registry.failed(error.detail) from None
+            raise
+        self._registry.succeeded()
+        return schema
 
     # records ---------------------------------------------------------------------------
     def convert(self, record: Any, schema: ParsedSchema) -> Alert:
@@ -290,15 +344,17 @@ def fetch_registry_schema(registry_url: str | None, schema_id: int) -> dict[str,
     url = f"{registry_url}/schemas/ids/{schema_id}"
     shown = redact_urls(url)  # credentials in the URL never reach a log line or a dead-letter header
     try:
-        response = httpx.get(url, timeout=10.0)
+        response = httpx.get(url, timeout=httpx.Timeout(REGISTRY_TIMEOUT_S, connect=REGISTRY_CONNECT_TIMEOUT_S))
     except httpx.HTTPError as exc:
-        raise DecodeError("schema_registry", redact_urls(f"{shown}: {exc}")) from None
+        raise DecodeError("schema_registry", redact_urls(f"{shown}: {type(exc).__name__}: {exc}")) from None
     if response.status_code == 404:
         raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the registry {redact_urls(str(registry_url))}")
-    if response.status_code != 200:
+    if response.status_code != 200:  # 5xx, 429, and 401/403 (our credentials): the service, not the message
         raise DecodeError("schema_registry", f"{shown}: HTTP {response.status_code}")
     try:
         return load_schema_json(response.json()["schema"])
+    except DecodeError:
+        raise
     except (ValueError, KeyError, TypeError) as exc:
         raise DecodeError("schema_registry", f"{shown}: unexpected answer ({exc})") from None
 

@@ -99,28 +99,30 @@ def test_registry_credentials_in_its_url_reach_no_log_header_metric_or_check_out
     from broker_filter_proving.reliability.bad_input import sentinel
     from broker_filter_proving.reliability.harness import DaemonProcess, OutputWatcher, produce
     from broker_filter_proving.reliability.scenarios import create_topics
+    from broker_filter_proving.schema_registry import LocalSchemaRegistry
 
     secret = "s3cret-registry-password"
     target = deployment(kafka_bootstrap)
     create_topics(target, 1)
-    wire = b"\x00" + struct.pack(">I", 7) + b"\x02\x04"  # a wire-format message: its schema must come from the registry
+    wire = b"\x00" + struct.pack(">I", 7) + b"\x02\x04"  # a wire-format message whose schema id the registry lacks
     _, valid = sentinel(ztf_seeds)
     produce(kafka_bootstrap, target.input_topic, [wire, valid], [None, None])
     port = free_port()
-    config = write_config(tmp_path / "daemon.toml", target, state={"path": str(tmp_path / "state.sqlite")}, metrics={"port": port},
-                          decode={"schema_registry_url": f"http://reader:{secret}@127.0.0.1:{free_port()}"},
-                          logging={"level": "DEBUG", "format": "text"})
-    with OutputWatcher(target) as watcher:
-        daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
-        try:
-            watcher.wait_for(2, timeout=180, alive=daemon.alive)
-            metrics_text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        finally:
-            daemon.terminate()
-        messages = watcher.messages()
+    with LocalSchemaRegistry({}) as registry:
+        url = registry.url.replace("http://", f"http://reader:{secret}@")
+        config = write_config(tmp_path / "daemon.toml", target, state={"path": str(tmp_path / "state.sqlite")}, metrics={"port": port},
+                              decode={"schema_registry_url": url}, logging={"level": "DEBUG", "format": "text"})
+        with OutputWatcher(target) as watcher:
+            daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+            try:
+                watcher.wait_for(2, timeout=180, alive=daemon.alive)
+                metrics_text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            finally:
+                daemon.terminate()
+            messages = watcher.messages()
+        checked = _cli("check", "--skip-model", "--config", str(config))
     (letter,) = [headers for topic, _, headers in messages if topic == target.dead_letter_topic]
-    assert letter["reason"] == b"schema_registry" and b"://***@127.0.0.1" in letter["detail"]
-    checked = _cli("check", "--skip-model", "--config", str(config))
+    assert letter["reason"] == b"unknown_schema" and b"http://***@127.0.0.1" in letter["detail"]
     channels = {"daemon log": (tmp_path / "daemon.log").read_text(), "metrics": metrics_text,
                 "dead-letter headers": repr(letter), "check output": checked.stdout + checked.stderr}
     assert {name: secret in text for name, text in channels.items()} == dict.fromkeys(channels, False)

@@ -6,13 +6,14 @@ import io
 import json
 import math
 import struct
+import time
 
 import fastavro
 import pytest
 
 from broker_filter.streams import avro_frame
 from broker_filter.streams.alert import Alert, DecodeError
-from broker_filter.streams.codec import AlertDecoder, detection_arrays, from_record
+from broker_filter.streams.codec import AlertDecoder, SchemaRegistryUnavailable, detection_arrays, from_record
 from broker_filter.streams.limits import AlertLimits
 from broker_filter.streams.schema import reader_schema, rubin_schema, ztf_schema
 from broker_filter.streams.ztf import dc_magnitude
@@ -119,11 +120,45 @@ def test_schemaless_and_wire_format_match_container(sample_files, tmp_path):
     assert info.value.reason == "unknown_schema"
 
 
-def test_registry_unreachable_is_a_decode_error(sample_files):
+def test_registry_unreachable_is_not_the_messages_fault(sample_files):
+    """A valid wire-format alert whose registry does not answer is retried later, never a dead letter."""
     body = b"\x00" + struct.pack(">I", 1) + b"\x02abc"
-    with pytest.raises(DecodeError) as info:
-        AlertDecoder(registry_url="http://127.0.0.1:9").decode(body)
-    assert info.value.reason == "schema_registry"
+    decoder = AlertDecoder(registry_url="http://127.0.0.1:9")
+    with pytest.raises(SchemaRegistryUnavailable) as info:
+        decoder.decode(body)
+    assert info.value.retry_in == 1.0
+    started = time.monotonic()
+    with pytest.raises(SchemaRegistryUnavailable, match="retrying in"):  # the circuit is open: no network call
+        decoder.decode(body)
+    assert time.monotonic() - started < 0.05
+
+
+def test_registry_outage_then_recovery_with_a_doubling_backoff(sample_files, monkeypatch):
+    from broker_filter.streams import codec
+    from broker_filter_proving.schema_registry import LocalSchemaRegistry
+
+    path = next(p for p in sample_files if p.parent.name == "lsst")
+    with path.open("rb") as handle:
+        reader = fastavro.reader(handle)
+        schema, record = reader.writer_schema, next(iter(reader))
+    wire = b"\x00" + struct.pack(">I", 3) + _schemaless(schema, record)
+    clock = [1000.0]
+    monkeypatch.setattr(codec.time, "monotonic", lambda: clock[0])
+    with LocalSchemaRegistry({3: schema}) as registry:
+        decoder = AlertDecoder(registry_url=registry.url)
+        registry.down()
+        waits = []
+        for _ in range(3):
+            with pytest.raises(SchemaRegistryUnavailable) as info:
+                decoder.decode(wire)
+            waits.append(info.value.retry_in)
+            clock[0] += info.value.retry_in
+        assert waits == [1.0, 2.0, 4.0] and registry.requests == 3
+        registry.up()
+        assert decoder.decode(wire).survey == "lsst"
+        with pytest.raises(DecodeError) as unknown:  # an id the registry does not hold is the message's fault
+            decoder.decode(b"\x00" + struct.pack(">I", 99) + b"\x02")
+        assert unknown.value.reason == "unknown_schema"
 
 
 def test_real_rubin_schemas_v7_to_v11_decode():
