@@ -10,11 +10,19 @@ default: metrics reveal object ids in no label, but exposing a port is the opera
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 PREFIX = "broker_filter_"
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ENERGY_BUCKETS = tuple(float(e) for e in range(-30, 31, 5))  # the default bundle serves energies of about -25 to +15
+_PROBABILITY_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+#: Novelty p-values are uniform on known-class objects when the stream matches the bundle's
+#: calibration: the share at or below 0.05 is then about 0.05; a drift shows as a larger share.
+_P_VALUE_BUCKETS = (0.01, 0.05, 0.2, 0.5, 1.0)
 
 
 class Metrics:
@@ -23,6 +31,19 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r, p = self.registry, PREFIX
+        # the standard process_*, python_info and python_gc_* families (memory, CPU, open files)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(f"{p}build_info", "Always 1: the software version, the bundle served and its classifier",
+                                ["version", "bundle_id", "classifier"], registry=r)
+        self.served_energy = Histogram(f"{p}served_energy", "Gaussian-mixture energy of each scoring", buckets=_ENERGY_BUCKETS, registry=r)
+        self.top_class_probability = Histogram(
+            f"{p}top_class_probability", "Calibrated probability of the top class of each scoring", buckets=_PROBABILITY_BUCKETS, registry=r
+        )
+        self.novelty_p_value = Histogram(
+            f"{p}novelty_p_value", "Novelty p-value of each scoring against the bundle's calibration", buckets=_P_VALUE_BUCKETS, registry=r
+        )
         self.alerts_consumed = Counter(f"{p}alerts_consumed", "Input messages or archive records read", registry=r)
         self.alerts_decoded = Counter(f"{p}alerts_decoded", "Alerts decoded", ["survey"], registry=r)
         self.alerts_dead_lettered = Counter(

@@ -34,6 +34,7 @@ from broker_filter.batching import MicroBatch
 from broker_filter.config import Config, ConfigError
 from broker_filter.inference import Inferencer, InferenceResult
 from broker_filter.metrics import Metrics
+from broker_filter import __version__
 from broker_filter.outputs import DeadLetter, ModelIdentity, Output, classification_record, novelty_record, record_id
 from broker_filter.periods import PeriodMemo, PeriodSource
 from broker_filter.scoring import Decision, ScoringPolicy, policy_bands
@@ -42,6 +43,7 @@ from broker_filter.streams.alert import Alert, DecodeError
 from broker_filter.streams.codec import AlertDecoder
 
 log = logging.getLogger(__name__)
+CLASSIFIER = "rnn-autoencoder-gmm"  # Tsang & Schultz 2019; the build_info label brokers filter dashboards by
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Pipeline:
         self.model = ModelIdentity(
             bundle.bundle_id, bundle.version, novelty_threshold, float(bundle.thresholds[novelty_threshold])
         )
+        metrics.build_info.labels(__version__, bundle.bundle_id, CLASSIFIER).set(1)
         self._clock_ms = clock_ms
 
     # -- per input -------------------------------------------------------------------
@@ -191,6 +194,10 @@ class Pipeline:
             now_ms=self._clock_ms(),
         )
         self.metrics.scorings.labels(score.top_class).inc()
+        self.metrics.served_energy.observe(record["energy"])
+        self.metrics.top_class_probability.observe(record["probabilities"][score.top_class])
+        if score.p_value is not None:
+            self.metrics.novelty_p_value.observe(score.p_value)
         outputs = [Output("classification", record["record_id"], record, slot.origin)]
         if record["novel"]:
             self.metrics.novelty_flags.labels(score.top_class).inc()

@@ -58,3 +58,26 @@ def test_registries_are_separate():
     first, second = Metrics(), Metrics()
     first.alerts_consumed.inc()
     assert first.value("alerts_consumed_total") == 1 and second.value("alerts_consumed_total") == 0
+
+
+def test_a_replay_exports_its_build_and_the_distribution_of_what_it_served(labelled_stream, inferencer, tmp_path):
+    """What a drift panel reads: one observation per scoring, and which bundle made them."""
+    import json
+
+    from bf_support import make_config
+
+    from broker_filter import __version__
+    from broker_filter.pipeline import CLASSIFIER, pipeline_from_config
+    from broker_filter.replay import replay
+
+    metrics = Metrics()
+    pipeline = pipeline_from_config(make_config(), metrics, inferencer)
+    replay([labelled_stream.path], tmp_path, pipeline, max_batch=256, progress=False)
+    scored = [r for r in map(json.loads, (tmp_path / "classifications.jsonl").read_text().splitlines()) if r["status"] == "scored"]
+    assert scored
+    assert metrics.value("build_info", version=__version__, bundle_id=inferencer.bundle.bundle_id, classifier=CLASSIFIER) == 1
+    for family in ("served_energy", "top_class_probability", "novelty_p_value"):
+        assert metrics.value(f"{family}_count") == len(scored), family
+    low = sum(1 for r in scored if r["novelty_p_value"] <= 0.05)
+    assert metrics.value("novelty_p_value_bucket", le="0.05") == low
+    assert metrics.registry.get_sample_value("process_resident_memory_bytes") > 0  # the standard process collector

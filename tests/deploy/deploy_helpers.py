@@ -54,6 +54,11 @@ METRIC_CONTRACT: dict[str, MetricSpec] = {
     "last_output_timestamp_seconds": MetricSpec("gauge"),
     "inference_queue_depth": MetricSpec("gauge"),
     "partitions_paused": MetricSpec("gauge"),
+    "schema_registry_waits": MetricSpec("counter"),
+    "build_info": MetricSpec("gauge", ("version", "bundle_id", "classifier")),
+    "served_energy": MetricSpec("histogram"),
+    "top_class_probability": MetricSpec("histogram"),
+    "novelty_p_value": MetricSpec("histogram"),
 }
 
 
@@ -72,6 +77,9 @@ LABEL_VALUES = {
     "topic": "ztf-alerts",
     "partition": "0",
     "outcome": "committed",
+    "version": "0.1.0",
+    "bundle_id": "d11cdd942c074f3a",
+    "classifier": "rnn-autoencoder-gmm",
 }
 
 
