@@ -24,7 +24,6 @@ import functools
 import io
 import json
 import logging
-import math
 import struct
 import time
 from collections.abc import Callable
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import fastavro
-import numpy as np
 
 from broker_filter.streams import avro_frame, rubin, ztf
 from broker_filter.streams.alert import Alert, DecodeError
@@ -383,18 +381,3 @@ def from_record(record: dict[str, Any], schema_name_or_version: str) -> Alert:
         return AlertLimits().check(_CONVERTERS[survey](record, label))
     except Exception as exc:  # noqa: BLE001 - the per-message boundary (DecodeError.boundary)
         raise DecodeError.boundary(exc, "invalid_value") from None
-
-
-def detection_arrays(alert: Alert) -> dict[str, np.ndarray]:
-    """The alert's detections as survey-agnostic column arrays (one entry per detection)."""
-    dets = alert.detections
-    return {
-        "detection_id": np.fromiter((d.detection_id for d in dets), np.int64, len(dets)),
-        "time": np.fromiter((d.time for d in dets), np.float64, len(dets)),
-        "band": np.array([d.band for d in dets], dtype=object),
-        "mag": np.fromiter((d.mag for d in dets), np.float64, len(dets)),
-        "mag_err": np.fromiter((d.mag_err for d in dets), np.float64, len(dets)),
-        "flux": np.fromiter((math.nan if d.flux is None else d.flux for d in dets), np.float64, len(dets)),
-        "upper_limit": np.fromiter((d.upper_limit for d in dets), bool, len(dets)),
-        "forced": np.fromiter((d.forced for d in dets), bool, len(dets)),
-    }

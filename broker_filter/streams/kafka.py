@@ -26,12 +26,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from broker_filter.streams import avro_frame
 from broker_filter.streams.kafka_admin import delete_topics, ensure_topics
 from broker_filter.streams.kafka_config import client_config, redact
 
 __all__ = [
-    "AvroEncoder",
     "DeliveryError",
     "FatalProducerError",
     "KafkaMessage",
@@ -572,39 +570,3 @@ class KafkaSink:
             self.close()
         else:
             self._producer.flush(self.timeout)
-
-
-class AvroEncoder:
-    """Records to message bytes in one of the framings alert consumers read.
-
-    - ``"confluent"``: magic byte 0, the 4-byte schema id, then the schemaless body (for
-      consumers that use a schema registry; ``schema_id`` is the registered id);
-    - ``"schemaless"``: the body only (the consumer knows the schema);
-    - ``"container"``: a one-record Avro container file, as ZTF publishes alerts.
-    """
-
-    def __init__(self, schema: Mapping[str, Any], framing: Literal["confluent", "schemaless", "container"] = "schemaless",
-                 schema_id: int | None = None) -> None:
-        import json
-
-        import fastavro
-
-        if framing == "confluent" and schema_id is None:
-            raise ValueError("the Confluent wire format needs the schema's registry id (schema_id)")
-        if framing not in ("confluent", "schemaless", "container"):
-            raise ValueError(f"unknown Avro framing {framing!r}")
-        self.framing = framing
-        self._parsed = fastavro.parse_schema(dict(schema))
-        self._schema_json = json.dumps(schema).encode()
-        self._prefix = b"\x00" + schema_id.to_bytes(4, "big") if framing == "confluent" else b""
-
-    def encode(self, record: Mapping[str, Any]) -> bytes:
-        import io
-
-        import fastavro
-
-        body = io.BytesIO()
-        fastavro.schemaless_writer(body, self._parsed, dict(record))
-        if self.framing == "container":
-            return avro_frame.single_record_container(self._schema_json, body.getvalue())
-        return self._prefix + body.getvalue()

@@ -4,16 +4,13 @@ rebalance hooks, SCRAM through passed-through properties, and the real sample al
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from pathlib import Path
 
-import fastavro
 import pytest
 
 from broker_filter.streams.kafka import (
-    AvroEncoder,
     DeliveryError,
     FatalProducerError,
     KafkaMessage,
@@ -282,32 +279,6 @@ def test_real_sample_alerts_survive_the_broker(kafka_bootstrap, kafka_topic_fact
     expected = sorted((item.alert for item in items), key=lambda a: (a.object_id, a.alert_id))
     assert received == expected
     assert all(m.key == decoder.decode(m.value).object_id.encode() for m in messages)
-
-
-@pytest.mark.parametrize("framing", ["confluent", "schemaless", "container"])
-def test_avro_encoder_framings_read_back_with_fastavro(framing: str) -> None:
-    schema = {"type": "record", "name": "Score", "fields": [{"name": "object_id", "type": "string"},
-                                                            {"name": "energy", "type": "double"}]}
-    record = {"object_id": "ZTF18abcdefg", "energy": -3.5}
-    payload = AvroEncoder(schema, framing, schema_id=42 if framing == "confluent" else None).encode(record)
-    if framing == "container":
-        assert list(fastavro.reader(io.BytesIO(payload))) == [record]
-        return
-    if framing == "confluent":
-        assert payload[:5] == b"\x00\x00\x00\x00\x2a"
-        payload = payload[5:]
-    assert fastavro.schemaless_reader(io.BytesIO(payload), fastavro.parse_schema(schema)) == record
-
-
-def test_avro_encoder_refuses_a_record_that_breaks_its_schema() -> None:
-    schema = {"type": "record", "name": "Score", "fields": [{"name": "energy", "type": "double"}]}
-    with pytest.raises((ValueError, TypeError)):
-        AvroEncoder(schema).encode({"energy": "not a number"})
-
-
-def test_confluent_framing_needs_a_schema_id() -> None:
-    with pytest.raises(ValueError, match="schema_id"):
-        AvroEncoder({"type": "record", "name": "R", "fields": []}, "confluent")
 
 
 class _FlushFails:
