@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from broker_filter import __version__
-from broker_filter.logging_setup import LoggingSetupError, add_logging_arguments, configure_from_args
+from broker_filter.logging_setup import LoggingSetupError, add_logging_arguments, configure_from_args, fatal
 
 #: Subcommands, as typed; each is the module ``broker_filter.commands.<name with - as _>``.
 COMMANDS = (
@@ -54,8 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_from_args(args)
         return int(args.handler(args) or 0)
     except LoggingSetupError as error:
-        print(f"broker-filter: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter: {error}")
     except KeyboardInterrupt:
         return 130
 

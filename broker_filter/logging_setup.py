@@ -139,6 +139,37 @@ def setup_logging(config: LoggingConfig, args: argparse.Namespace | None = None)
     configure_from_args(args, config.level, config.format)
 
 
+def fatal(message: str, status: int = 2) -> int:
+    """Say why a command stops, in one line on stderr, and return its exit status.
+
+    A person reads the line as it is; in JSON mode it is one JSON object (level ERROR, logger
+    ``broker_filter``) like every other line, so that a log pipeline indexes the reason a
+    daemon did not start instead of dropping an unparseable line. URL credentials are masked.
+    """
+    if json_logging_active():
+        document = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "ERROR",
+                    "logger": "broker_filter", "message": message, "exit_status": status}
+        line = json.dumps(document, ensure_ascii=False)
+    else:
+        line = message
+    print(redact_urls(line), file=sys.stderr, flush=True)
+    return status
+
+
+def report(message: str, level: int = logging.INFO) -> None:
+    """What a command tells its user on stderr (a summary, a file written, a table): the text
+    as it is, or in JSON mode one JSON object (a table becomes one message with its newlines)."""
+    if json_logging_active():
+        logging.getLogger("broker_filter").log(level, message)
+    else:
+        print(redact_urls(message), file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning of a command, not a stop (see :func:`report`)."""
+    report(message, logging.WARNING)
+
+
 def json_logging_active() -> bool:
     """True when the root logger writes JSON (then progress bars stay off)."""
     return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
@@ -161,6 +192,9 @@ __all__ = [
     "add_logging_arguments",
     "configure_from_args",
     "configure_logging",
+    "fatal",
+    "report",
+    "warn",
     "json_logging_active",
     "progress_bar",
     "resolve_logging",

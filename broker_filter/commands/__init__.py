@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
+
+from broker_filter.logging_setup import fatal
 
 PROVING = "broker_filter_proving"
 
@@ -26,6 +27,5 @@ def register_without_proving(subparsers: argparse._SubParsersAction, name: str, 
 
 
 def _proving_missing(name: str) -> int:
-    print(f"broker-filter {name}: needs the broker-filter-proving package, which a runtime install leaves out; "
-          "from a clone of the repository: pip install -e ./proving", file=sys.stderr)
-    return 2
+    return fatal(f"broker-filter {name}: needs the broker-filter-proving package, which a runtime install leaves out; "
+                 "from a clone of the repository: pip install -e ./proving")

@@ -9,8 +9,9 @@ calibration rule, or to calibrate a bundle made before calibration existed.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         bundle = recalibrate(ModelBundle.load(args.model), load_lightcurve_table(args.data), device=args.device)
     except (BundleError, DataError, TrainError) as error:
-        print(f"broker-filter calibrate: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter calibrate: {error}")
     bundle.save(args.out)
     print(f"bundle {bundle.bundle_id} -> {args.out}: temperature {bundle.calibration.temperature:.3f}, "
           f"{sum(e.size for e in bundle.calibration.energies)} held-out energies in {len(bundle.calibration.edges)} bins")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from broker_filter.logging_setup import fatal
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"[inference] bundle: {error}") from error
         view = reach_brokers(config)
     except (ConfigError, PreflightError) as error:
-        print(f"broker-filter check: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter check: {error}")
     report = {
         "config": args.config,
         "bootstrap_servers": config.kafka.bootstrap_servers,

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal, report, warn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,13 +76,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             metrics = _evaluate_bundle(args, ModelBundle.load(args.model), lcs, grid, periods)
     except (BundleError, DataError, EvaluationError, TrainError, ValueError) as error:
-        print(f"broker-filter evaluate: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter evaluate: {error}")
     from broker_filter.model.report import write_report
 
     paths = write_report(metrics, args.out)
     print((Path(args.out) / "summary.md").read_text())
-    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    report("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -93,8 +93,8 @@ def _evaluate_bundle(args: argparse.Namespace, bundle, lcs, grid, periods) -> di
     metrics["model"] = {"path": args.model or "default", "bundle_id": bundle.bundle_id, "version": bundle.version}
     metrics["held_out"] = same_data
     if not same_data:
-        print("broker-filter evaluate: DIR is not the bundle's training data (digest differs); "
-              "test objects may have been trained on", file=sys.stderr)
+        warn("broker-filter evaluate: DIR is not the bundle's training data (digest differs); "
+             "test objects may have been trained on")
     return metrics
 
 
@@ -106,11 +106,11 @@ def _evaluate_external(args: argparse.Namespace, bundle, lcs, grid, periods) -> 
     train_dir = args.train_data or REPO_DATA
     split, record = external_split(bundle, lcs, load_lightcurve_table(train_dir))
     if not record["train_data_is_bundle_data"]:
-        print(f"broker-filter evaluate: {train_dir} is not the bundle's training data (digest differs); "
-              "the baselines are fitted on the same recipe's split of it", file=sys.stderr)
+        warn(f"broker-filter evaluate: {train_dir} is not the bundle's training data (digest differs); "
+             "the baselines are fitted on the same recipe's split of it")
     if record["objects_trained_on"]:
-        print(f"broker-filter evaluate: {record['objects_trained_on']} objects of {args.data} are among the bundle's "
-              "training objects: they are not independent", file=sys.stderr)
+        warn(f"broker-filter evaluate: {record['objects_trained_on']} objects of {args.data} are among the bundle's "
+             "training objects: they are not independent")
     metrics = evaluate_split(bundle, split, device=args.device, periods=periods, seed=args.seed, n_points_grid=grid)
     metrics["model"] = {"path": args.model or "default", "bundle_id": bundle.bundle_id, "version": bundle.version}
     metrics["external"] = {"data": str(args.data), "train_data": str(train_dir), **record}

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal, report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             pipeline.inferencer.close()
     except (ConfigError, BundleError, FileNotFoundError, ValueError) as error:
-        print(f"broker-filter evaluate-stream: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter evaluate-stream: {error}")
     truth = json.loads((args.out / "replay" / "truth.json").read_text())
     metrics = {"survey": args.survey, "data": str(args.data), "bundle_id": summary.bundle_id,
                "alerts": simulated.alerts, "simulated_objects": simulated.objects,
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     shutil.copyfile(args.out / "replay" / "truth.png", args.out / "truth.png")
     print(truth_table(truth))
-    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'truth.png'}", file=sys.stderr)
+    report(f"wrote {args.out / 'metrics.json'} and {args.out / 'truth.png'}")
     return 0
 
 

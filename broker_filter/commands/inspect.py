@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from broker_filter.logging_setup import fatal, warn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         for item in iter_archive(args.sources, order=args.order):
             if item.alert is None:
                 failed = True
-                print(f"{item.origin} #{item.position}: {item.error}", file=sys.stderr)
+                warn(f"{item.origin} #{item.position}: {item.error}")
                 continue
             alert = item.alert
             times = [d.time for d in alert.detections]
@@ -43,6 +44,5 @@ def run(args: argparse.Namespace) -> int:
                 "last_mjd": max(times),
             }))
     except FileNotFoundError as exc:
-        print(f"broker-filter inspect: {exc}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter inspect: {exc}")
     return 1 if failed else 0

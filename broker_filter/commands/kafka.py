@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from broker_filter.commands import proving_installed, register_without_proving
+from broker_filter.logging_setup import fatal, report
 
 HELP = "run a local single-node Kafka broker (for trying the daemon)"
 DEFAULT_STATE = Path.home() / ".cache" / "broker-filter" / "local-kafka.json"
@@ -48,13 +49,11 @@ def _start(args: argparse.Namespace) -> int:
 
     running = _read_state(args.state_file)
     if running and _alive(running["cli_pid"]):
-        print(f"a local broker is already running (see {args.state_file}); stop it first", file=sys.stderr)
-        return 1
+        return fatal(f"a local broker is already running (see {args.state_file}); stop it first", 1)
     scram = None
     if args.scram_user:
         if not args.scram_password_file:
-            print("--scram-user needs --scram-password-file", file=sys.stderr)
-            return 2
+            return fatal("--scram-user needs --scram-password-file")
         scram = ScramUser(args.scram_user, args.scram_password_file.read_text().rstrip("\r\n"))
     broker = LocalKafka(workdir=args.data_dir, port=args.port or None, scram=scram)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # 'kafka stop': leave through the finally below
@@ -69,15 +68,13 @@ def _start(args: argparse.Namespace) -> int:
         print(f"log: {broker.log_file}\nCtrl-C (or 'broker-filter kafka stop') stops it.", flush=True)
         while broker.is_running():
             time.sleep(1)
-        print(f"the broker exited on its own; see {broker.log_file}", file=sys.stderr)
-        return 1
+        return fatal(f"the broker exited on its own; see {broker.log_file}", 1)
     except LocalKafkaError as exc:
-        print(f"cannot start Kafka: {exc}", file=sys.stderr)
-        return 1
+        return fatal(f"cannot start Kafka: {exc}", 1)
     except KeyboardInterrupt:
         return 0
     finally:
-        print("stopping the broker...", file=sys.stderr)
+        report("stopping the broker...")
         broker.close()
         args.state_file.unlink(missing_ok=True)
 
@@ -93,8 +90,7 @@ def _stop(args: argparse.Namespace) -> int:
     while _alive(state["cli_pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     if _alive(state["cli_pid"]):
-        print(f"the broker did not stop within 45 s (pid {state['cli_pid']})", file=sys.stderr)
-        return 1
+        return fatal(f"the broker did not stop within 45 s (pid {state['cli_pid']})", 1)
     print("stopped")
     return 0
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal, warn
 
 
 @dataclass
@@ -82,8 +83,7 @@ def _produce(args: argparse.Namespace) -> int:
         ensure_topics(bootstrap, {args.topic: args.partitions}, client=client)
         sink = KafkaSink(bootstrap, client=client)
     except (ValueError, ConfigError, KafkaConfigError, TopicError, FileNotFoundError) as exc:
-        print(f"produce: {exc}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter produce: {exc}")
     summary = ProduceSummary()
     started = time.monotonic()
     try:
@@ -100,7 +100,7 @@ def _produce(args: argparse.Namespace) -> int:
         sink.flush()
     except DeliveryError as exc:
         summary.failed = exc.count
-        print(f"produce: {exc}", file=sys.stderr)
+        warn(f"broker-filter produce: {exc}")
     summary.seconds = time.monotonic() - started
     summary.delivered = sink.counts.delivered
     _print_summary(summary, args)

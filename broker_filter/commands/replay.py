@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal, report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             inference["device"] = args.device
         scoring = {"min_points": args.min_points} if args.min_points is not None else {}
         config = with_overrides(config, inference=inference, scoring=scoring, state={"path": args.state or ""})
-        setup_logging(config.logging)
+        setup_logging(config.logging, args)  # the command line wins over [logging]
         pipeline = pipeline_from_config(config, Metrics())
         try:
             summary = replay(
@@ -57,11 +58,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             pipeline.inferencer.close()
     except (ConfigError, BundleError, StateError, FileNotFoundError) as error:
-        print(f"broker-filter replay: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter replay: {error}")
     print(json.dumps({k: v for k, v in summary.__dict__.items()}, indent=None))
     if summary.labelled is not None:
         from broker_filter.truth import truth_table
 
-        print(truth_table(json.loads((Path(args.out) / "truth.json").read_text())), file=sys.stderr)
+        report(truth_table(json.loads((Path(args.out) / "truth.json").read_text())))
     return 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
+
+from broker_filter.logging_setup import fatal
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as error:
-        print(f"broker-filter run: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter run: {error}")
 
     from broker_filter.daemon import Daemon, DaemonError
     from broker_filter.logging_setup import setup_logging
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline = pipeline_from_config(config, metrics)
         metrics.serve(config.metrics.host, config.metrics.port)
     except (ConfigError, PreflightError, BundleError, StateError, OSError) as error:
-        print(f"broker-filter run: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter run: {error}")
     rekeyer = None
     inputs = config.kafka.input_topics
     if config.rekey.enabled:
@@ -80,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return daemon.run()
     except DaemonError as error:
         logging.getLogger("broker_filter").error("%s", error)
-        print(f"broker-filter run: {error}", file=sys.stderr)
-        return 1
+        return fatal(f"broker-filter run: {error}", 1)
     finally:
         if rekeyer is not None:
             rekeyer.stop()

@@ -7,9 +7,10 @@ See :mod:`broker_filter.streams.simulate` for what the alerts contain; the true 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal, report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,10 +44,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = simulate(args.lightcurves, args.out, cfg)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"broker-filter simulate: {exc}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter simulate: {exc}")
     seconds = time.perf_counter() - started
-    print(f"{summary.alerts} alerts of {summary.objects} objects -> {summary.archive} "
+    report(f"{summary.alerts} alerts of {summary.objects} objects -> {summary.archive} "
           f"(labels: {summary.labels}; {summary.dropped_points} points in unmapped bands or invalid dropped; "
-          f"{seconds:.1f} s, {summary.alerts / max(seconds, 1e-9):,.0f} alerts/s)", file=sys.stderr)
+          f"{seconds:.1f} s, {summary.alerts / max(seconds, 1e-9):,.0f} alerts/s)")
     return 0

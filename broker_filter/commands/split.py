@@ -8,8 +8,9 @@ OUT/external --train-data OUT/train``. Every object of a novelty set goes to OUT
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         counts = split_lightcurve_table(args.data, args.out, ClassMapping(), args.fraction, args.seed)
     except (DataError, OSError) as error:
-        print(f"broker-filter split: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter split: {error}")
     print(f"train: {counts['train']} objects in {args.out / 'train'}; external: {counts['external']} objects in {args.out / 'external'}")
     return 0

@@ -11,10 +11,11 @@ and/or an ASAS-SN Variable Stars Database export, all together.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
+
+from broker_filter.logging_setup import fatal
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 
@@ -96,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         bundle = train(cfg, lcs, args.out, mapping=mapping, periods=periods, resume=args.resume)
     except (DataError, MappingError, PreprocessError, TrainError) as error:
-        print(f"broker-filter train: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"broker-filter train: {error}")
     metrics = bundle.metrics
     print(
         f"bundle {bundle.bundle_id} -> {args.out} in {time.perf_counter() - started:.0f} s on {metrics['device']}: "

@@ -102,3 +102,41 @@ def test_commands_of_the_proofs_say_in_one_line_that_a_runtime_install_lacks_the
     assert line.startswith(f"broker-filter {command}: needs the broker-filter-proving package")
     listed = subprocess.run([sys.executable, "-c", hide, "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert listed.returncode == 0 and "needs broker-filter-proving" in listed.stdout
+
+
+FAILING_INVOCATIONS = {
+    "inspect": ["inspect", "/nonexistent/alerts"],
+    "produce": ["produce", "/nonexistent/alerts", "--topic", "t", "--bootstrap", "127.0.0.1:1"],
+    "simulate": ["simulate", "--lightcurves", "/nonexistent/lc", "--out", "OUT/sim"],
+    "train": ["train", "--data", "/nonexistent/lc", "--out", "OUT/bundle"],
+    "evaluate": ["evaluate", "--data", "/nonexistent/lc", "--out", "OUT/report"],
+    "split": ["split", "--data", "/nonexistent/lc", "--out", "OUT/split"],
+    "calibrate": ["calibrate", "--model", "/nonexistent/bundle", "--data", "/nonexistent/lc", "--out", "OUT/b"],
+    "evaluate-stream": ["evaluate-stream", "--data", "/nonexistent/lc", "--out", "OUT/stream"],
+    "replay": ["replay", "/nonexistent/alerts", "--out", "OUT/replay"],
+    "run": ["run", "--config", "/nonexistent/daemon.toml"],
+    "check": ["check", "--config", "/nonexistent/daemon.toml"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(FAILING_INVOCATIONS))
+def test_with_json_logs_every_line_a_command_writes_to_stderr_is_json(command, tmp_path):
+    """Log pipelines index JSON; a command that stops must say why in a line they can parse."""
+    from broker_filter.cli import COMMANDS
+
+    assert set(FAILING_INVOCATIONS) <= set(COMMANDS)
+    argv = [str(tmp_path / a[4:]) if a.startswith("OUT/") else a for a in FAILING_INVOCATIONS[command]]
+    done = _cli("--log-format", "json", "--log-level", "DEBUG", *argv)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines, done
+    documents = [json.loads(line) for line in lines]  # raises on any line that is not JSON
+    assert documents[-1]["level"] == "ERROR" and documents[-1]["exit_status"] == done.returncode
+
+
+def test_replay_honours_the_command_lines_log_settings_over_the_default(tmp_path):
+    for level, shown in (("INFO", True), ("WARNING", False)):
+        done = _cli("--log-format", "json", "--log-level", level, "replay", "data/alerts", "--out", str(tmp_path / level), "--no-progress")
+        assert done.returncode == 0, done.stderr[-2000:]
+        documents = [json.loads(line) for line in done.stderr.strip().splitlines()]
+        assert any(d["message"].startswith("model bundle") for d in documents) == shown, (level, documents)
