@@ -253,8 +253,10 @@ def _validate(config: Config) -> None:
         if value < 1:
             raise ConfigError(f"{where}: must be at least 1, got {value}")
     limits = config.limits
-    if limits.min_mag >= limits.max_mag or limits.future_days < 0 or limits.max_id_chars < 1 or limits.max_band_chars < 1:
-        raise ConfigError("[limits] need min_mag < max_mag, future_days >= 0, max_id_chars and max_band_chars >= 1")
+    if (limits.min_mag >= limits.max_mag or limits.future_days < 0 or limits.max_id_chars < 1 or limits.max_band_chars < 1
+            or limits.max_decoded_bytes < 1024):
+        raise ConfigError("[limits] need min_mag < max_mag, future_days >= 0, max_id_chars and max_band_chars >= 1, "
+                          "max_decoded_bytes >= 1024")
     if config.scoring.min_interval_s < 0 or config.inference.max_wait_ms < 0:
         raise ConfigError("[scoring] min_interval_s and [inference] max_wait_ms must not be negative")
     if config.inference.queue_max < config.inference.max_batch:

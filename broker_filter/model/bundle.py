@@ -169,9 +169,9 @@ class ModelBundle:
             raise BundleError(f"{directory}: not a model bundle (no {MANIFEST_FILE})")
         try:
             manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BundleError(f"{manifest_path}: invalid JSON ({error})") from error
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{manifest_path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
         _verify_files(directory, manifest)
         try:
@@ -189,8 +189,8 @@ class ModelBundle:
                 version=manifest.get("code_version", "unknown"),
                 created_utc=manifest.get("created_utc", ""),
             )
-        except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as error:
-            raise BundleError(f"{directory}: inconsistent bundle ({type(error).__name__}: {error})") from error
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, SafetensorError) as error:
+            raise BundleError(f"{directory}: inconsistent bundle ({type(error).__name__}: {str(error)[:300]})") from error
         if manifest.get("class_names") != list(bundle.class_names):
             raise BundleError(f"{manifest_path}: class_names disagree with class_mapping")
         if manifest.get("bundle_id") != bundle.bundle_id:
@@ -251,8 +251,11 @@ def _verify_files(directory: Path, manifest: Mapping) -> None:
     files = manifest.get("files")
     if not isinstance(files, Mapping) or WEIGHTS_FILE not in files:
         raise BundleError(f"{directory / MANIFEST_FILE}: no sha256 recorded for {WEIGHTS_FILE}")
+    root = directory.resolve()
     for name, entry in files.items():
-        path = directory / name
+        path = directory / str(name)
+        if not path.resolve().is_relative_to(root) or not isinstance(entry, Mapping):
+            raise BundleError(f"{directory / MANIFEST_FILE}: files entry {str(name)[:200]!r} is not a file of the bundle folder")
         if not path.is_file():
             raise BundleError(f"{path}: missing bundle file")
         actual = _file_sha256(path)

@@ -45,6 +45,10 @@ RECONSTRUCTION_FEATURES = ("relative_distance", "cosine_similarity")
 SHAPE_FEATURES = ("skewness", "kurtosis", "range", "eta_phase", "fourier_a1", "fourier_r21",
                   "cos_phi21", "sin_phi21", "fainter_share")
 _EPS = 1e-8
+#: Sizes an architecture may ask for, checked before any allocation: a bundle's JSON saying
+#: ``size = 6000`` must be refused in one line, not after gigabytes of weights are allocated.
+ARCHITECTURE_BOUNDS = {"size": 1024, "num_layers": 8, "embedding": 512, "num_classes": 256, "estnet_size": 1024,
+                       "estnet_layers": 8}
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,10 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if self.model_type not in RNN_TYPES:
             raise ValueError(f"model_type must be one of {sorted(RNN_TYPES)}, got {self.model_type!r}")
-        for name in ("size", "num_layers", "embedding", "num_classes", "estnet_size", "estnet_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+        for name, largest in ARCHITECTURE_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= largest:
+                raise ValueError(f"{name} must be an integer in [1, {largest}], got {value!r}")
         for name in ("drop_frac", "estnet_drop_frac"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")

@@ -154,7 +154,7 @@ def iter_container_items(origin: str, data: bytes, decoder: AlertDecoder) -> Ite
         yield ArchiveItem(origin, 0, None, DecodeError.boundary(exc), payload=data)
         return
     position = 0
-    blocks = avro_frame.iter_blocks(data, header)
+    blocks = avro_frame.iter_blocks(data, header, decoder.limits.max_decoded_bytes)
     while True:
         try:
             block = next(blocks)

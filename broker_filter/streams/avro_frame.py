@@ -25,6 +25,7 @@ from broker_filter.streams.alert import DecodeError
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
 MAX_HEADER_ENTRIES = 64
+MAX_BLOCK_BYTES = 64 * 1024 * 1024  # the default of [limits] max_decoded_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,28 +113,95 @@ def read_header(buf: bytes) -> ContainerHeader:
     return ContainerHeader(meta["avro.schema"], codec, bytes(buf[pos : pos + SYNC_SIZE]), pos + SYNC_SIZE)
 
 
-def decompress(codec: str, data: bytes) -> bytes:
-    """Undo a block codec; snappy blocks end with a 4-byte CRC32 of the raw data."""
+def decompress(codec: str, data: bytes, max_bytes: int = MAX_BLOCK_BYTES) -> bytes:
+    """Undo a block codec, never inflating past ``max_bytes`` (a DecodeError ``too_large``).
+
+    A 36 KB bzip2 block can hold 12 GiB: each codec stops at the cap (or refuses a declared
+    size above it) instead of inflating whole. Snappy blocks end with a 4-byte CRC32 of the
+    raw data.
+    """
     try:
         if codec == "null":
             return data
         if codec == "deflate":
-            return zlib.decompress(data, -15)
+            return _capped(zlib.decompressobj(-15).decompress(data, max_bytes + 1), codec, max_bytes)
         if codec == "snappy":
+            _declared(int(cramjam.snappy.decompress_raw_len(data[:-4])), codec, max_bytes)
             return bytes(cramjam.snappy.decompress_raw(data[:-4]))
         if codec == "zstandard":
-            return bytes(cramjam.zstd.decompress(data))
+            return _zstd(data, max_bytes)
         if codec == "bzip2":
-            return bz2.decompress(data)
+            return _capped(bz2.BZ2Decompressor().decompress(data, max_bytes + 1), codec, max_bytes)
         if codec == "xz":
-            return lzma.decompress(data)
+            return _capped(lzma.LZMADecompressor().decompress(data, max_bytes + 1), codec, max_bytes)
     except (zlib.error, OSError, ValueError, lzma.LZMAError, cramjam.DecompressionError) as exc:
         raise DecodeError("invalid_value", f"{codec} block does not decompress: {exc}") from None
     raise DecodeError("unknown_schema", f"unsupported container codec {codec!r}")
 
 
-def iter_blocks(buf: bytes, header: ContainerHeader) -> Iterator[Block]:
-    """Yield the file's blocks; a damaged block raises DecodeError after the good ones."""
+def _capped(out: bytes, codec: str, max_bytes: int) -> bytes:
+    if len(out) > max_bytes:
+        raise DecodeError("too_large", f"{codec} block inflates past {max_bytes} bytes")
+    return out
+
+
+def _declared(size: int, codec: str, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise DecodeError("too_large", f"{codec} block declares {size} bytes > {max_bytes}")
+
+
+def _zstd(data: bytes, max_bytes: int) -> bytes:
+    """A zstd frame: its declared content size checked first; without one, inflated into a bounded buffer."""
+    size = _zstd_content_size(data)
+    if size is not None:
+        _declared(size, "zstandard", max_bytes)
+        return bytes(cramjam.zstd.decompress(data))
+    out = bytearray(max_bytes)
+    try:
+        written = cramjam.zstd.decompress_into(data, out)
+    except cramjam.DecompressionError as exc:
+        raise DecodeError("too_large", f"zstandard block inflates past {max_bytes} bytes ({exc})") from None
+    return bytes(out[:written])
+
+
+def _zstd_content_size(data: bytes) -> int | None:
+    """Frame_Content_Size of a zstd frame header (RFC 8878, 3.1.1.1), or None where the frame omits it."""
+    if len(data) < 6 or data[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = data[4]
+    fcs_flag, single_segment, dict_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
+    field = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    if field == 0:
+        return None
+    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+    raw = data[start:start + field]
+    if len(raw) < field:
+        return None
+    value = int.from_bytes(raw, "little")
+    return value + 256 if field == 2 else value
+
+
+def iter_blocks(buf: bytes, header: ContainerHeader, max_bytes: int = MAX_BLOCK_BYTES) -> Iterator[Block]:
+    """Yield the file's blocks, each inflated to at most ``max_bytes``; a damaged block raises
+    DecodeError after the good ones."""
+    for count, start, data in _raw_blocks(buf, header):
+        yield Block(count, decompress(header.codec, data, max_bytes), start)
+
+
+def count_records(buf: bytes, header: ContainerHeader, stop_above: int) -> int:
+    """Records the file declares, read from its block headers without inflating any block;
+    counting stops once it passes ``stop_above`` (a message must hold one alert: refusing a
+    250,000-record message must not cost decoding them)."""
+    total = 0
+    for count, _, _ in _raw_blocks(buf, header):
+        total += count
+        if total > stop_above:
+            break
+    return total
+
+
+def _raw_blocks(buf: bytes, header: ContainerHeader) -> Iterator[tuple[int, int, bytes]]:
+    """(record count, byte offset, still-compressed data) of each block."""
     pos = header.end
     while pos < len(buf):
         start = pos
@@ -146,7 +214,7 @@ def iter_blocks(buf: bytes, header: ContainerHeader) -> Iterator[Block]:
         if buf[pos : pos + SYNC_SIZE] != header.sync:
             raise DecodeError("not_avro", f"block at byte {start} does not end with the file's sync marker")
         pos += SYNC_SIZE
-        yield Block(count, decompress(header.codec, data), start)
+        yield count, start, data
 
 
 def header_bytes(schema_json: bytes, sync: bytes = b"\x00" * SYNC_SIZE) -> bytes:

@@ -254,10 +254,12 @@ class AlertDecoder:
             raise DecodeError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
         payload = bytes(payload)
         if avro_frame.is_container(payload):
-            records = list(self.iter_container(payload))
-            if len(records) != 1:
-                raise DecodeError("invalid_value", f"a message must hold one alert, this container holds {len(records)}")
-            return records[0]
+            held = avro_frame.count_records(payload, avro_frame.read_header(payload), stop_above=1)
+            if held != 1:
+                more = "more than 1" if held > 1 else "none"
+                raise DecodeError("invalid_value", f"a message must hold one alert, this container holds {more}")
+            (alert,) = self.iter_container(payload)
+            return alert
         if payload[0] == WIRE_MAGIC and (self.registry_url or self.schema_dir) and len(payload) > 5:
             schema = self._schema_for_id(struct.unpack(">I", payload[1:5])[0])
             return self.convert(read_payload(payload, 5, schema)[0], schema)
@@ -274,7 +276,7 @@ class AlertDecoder:
         """(ParsedSchema, record dict) for each record of a container file."""
         header = avro_frame.read_header(payload)
         schema = self.schema_for_text(header.schema_json)
-        for block in avro_frame.iter_blocks(payload, header):
+        for block in avro_frame.iter_blocks(payload, header, self.limits.max_decoded_bytes):
             pos = 0
             for _ in range(block.count):
                 record, pos = read_payload(block.data, pos, schema)

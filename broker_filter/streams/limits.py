@@ -32,7 +32,9 @@ class AlertLimits:
     far past the wall clock an observation time may lie (clock skew between survey and us);
     ``min_mag``/``max_mag``: the magnitudes of real detections (fluxes are checked through the
     magnitudes they give); ``max_id_chars``: the object id (ZTF's are 12 characters, Rubin's
-    up to 20); ``max_band_chars``: a band name.
+    up to 20); ``max_band_chars``: a band name; ``max_decoded_bytes``: what one Avro block may
+    inflate to (a compressed block is cut off there, not inflated whole: a 36 KB bzip2 block
+    can hold 12 GiB).
     """
 
     min_mjd: float = 40_000.0
@@ -41,6 +43,7 @@ class AlertLimits:
     max_mag: float = 40.0
     max_id_chars: int = 256
     max_band_chars: int = 16
+    max_decoded_bytes: int = 64 * 1024 * 1024
 
     def check(self, alert: Alert, now_mjd: float | None = None) -> Alert:
         """``alert`` unchanged, or a DecodeError naming the first limit it breaks."""

@@ -119,3 +119,38 @@ def test_default_bundle_loads_and_scores_a_real_lightcurve():
     assert score.object_id == mira.object_id and score.top_class in bundle.class_names
     assert math.isfinite(score.energy) and score.n_points == len(mira)
     assert math.isclose(sum(score.probs.values()), 1.0, rel_tol=1e-9)
+
+
+def _edited_copy(tmp_path: Path, edit) -> Path:
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(DEFAULT_BUNDLE_DIR, folder)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    edit(manifest)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "says"),
+    [
+        ("a files entry outside the bundle", lambda m: m["files"].update({"/etc/passwd": {"sha256": "0" * 64}}), "is not a file of the bundle folder"),
+        ("a files entry climbing out", lambda m: m["files"].update({"../../etc/passwd": {"sha256": "0" * 64}}), "is not a file of the bundle folder"),
+        ("an architecture of size 6000", lambda m: m["architecture"].update(size=6000), "size must be an integer in [1, 1024]"),
+        ("an architecture that is a string", lambda m: m.update(architecture="gru"), "inconsistent bundle"),
+        ("a preprocess section that is a list", lambda m: m.update(preprocess=[1, 2]), "inconsistent bundle"),
+        ("a manifest that is a list", lambda m: m.clear(), "not a"),
+    ],
+)
+def test_a_hostile_manifest_is_refused_in_one_line_before_anything_is_read_or_allocated(tmp_path, name, edit, says):
+    import time
+
+    folder = _edited_copy(tmp_path, edit)
+    if name == "a manifest that is a list":
+        (folder / MANIFEST_FILE).write_text("[]")
+    started = time.perf_counter()
+    with pytest.raises(BundleError) as info:
+        ModelBundle.load(folder)
+    assert says in str(info.value) and "\n" not in str(info.value), name
+    assert time.perf_counter() - started < 5  # size 6000 would allocate gigabytes of weights first

@@ -168,3 +168,61 @@ def test_any_exception_inside_decoding_becomes_a_decode_error(ztf, monkeypatch):
     with pytest.raises(DecodeError) as info:
         AlertDecoder().decode(_container(schema, records[0]))
     assert info.value.reason == "invalid_value" and "ZeroDivisionError" in info.value.detail
+
+
+def _bomb(codec: str, size: int) -> bytes:
+    """A compressed block of ``size`` zero bytes (a few KB for 100 MB)."""
+    import bz2
+    import lzma
+    import zlib
+
+    import cramjam
+
+    raw = bytes(size)
+    if codec == "deflate":
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return packer.compress(raw) + packer.flush()
+    if codec == "bzip2":
+        return bz2.compress(raw)
+    if codec == "xz":
+        return lzma.compress(raw)
+    if codec == "zstandard":
+        return bytes(cramjam.zstd.compress(raw))
+    if codec == "snappy":
+        return bytes(cramjam.snappy.compress_raw(raw)) + b"\x00\x00\x00\x00"
+    raise ValueError(codec)
+
+
+@pytest.mark.parametrize("codec", ["deflate", "bzip2", "xz", "zstandard", "snappy"])
+def test_a_decompression_bomb_is_cut_off_at_the_limit_not_inflated(codec):
+    import resource
+
+    limit = 1024 * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DecodeError) as info:
+        avro_frame.decompress(codec, _bomb(codec, 100 * 1024 * 1024), max_bytes=limit)
+    assert info.value.reason == "too_large"
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 150, f"{codec}: peak memory grew {grown_mb:.0f} MB"  # the bomb itself is built above (100 MB raw)
+    assert avro_frame.decompress(codec, _bomb(codec, limit), max_bytes=limit) == bytes(limit)
+
+
+def test_zstd_frames_without_a_declared_size_are_bounded_too():
+    import cramjam
+
+    compressor = cramjam.zstd.Compressor()
+    compressor.compress(bytes(10 * 1024 * 1024))
+    streamed = bytes(compressor.finish())
+    with pytest.raises(DecodeError, match="too_large"):
+        avro_frame.decompress("zstandard", streamed, max_bytes=1024 * 1024)
+
+
+def test_a_message_of_many_records_is_refused_without_decoding_them(ztf, monkeypatch):
+    schema, records = ztf
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema(copy.deepcopy(schema)), [records[0]] * 200, codec="deflate")
+    decoded = []
+    monkeypatch.setattr(AlertDecoder, "convert", lambda self, record, parsed: decoded.append(record))
+    with pytest.raises(DecodeError, match="holds more than 1"):
+        AlertDecoder().decode(buffer.getvalue())
+    assert decoded == []  # refused from the block headers: no record was read
