@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from broker_filter import __version__
+from broker_filter.commands import CommandParser
 from broker_filter.logging_setup import LoggingSetupError, add_logging_arguments, configure_from_args, fatal
 
 #: Subcommands, as typed; each is the module ``broker_filter.commands.<name with - as _>``.
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_logging_arguments(parser)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"broker_filter.commands.{name.replace('-', '_')}").register(subparsers)
     return parser

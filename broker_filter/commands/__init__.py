@@ -4,10 +4,45 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 
 from broker_filter.logging_setup import fatal
 
 PROVING = "broker_filter_proving"
+#: reStructuredText markup of the docstrings the commands' descriptions come from
+_ROLE = re.compile(r":(?:mod|class|func|meth|attr|data):`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain(text: str) -> str:
+    """A docstring as a person reads it at the terminal: ``literal`` and :role:`target` unmarked."""
+    return _LITERAL.sub(r"\1", _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], text))
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Plain text (no reST markup), and each option's default where it has a meaningful one."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = [" ".join(part.split()) for part in plain(text).split("\n\n")]
+        return "\n\n".join(super(HelpFormatter, self)._fill_text(part, width, indent) for part in paragraphs if part)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = plain(action.help or "")
+        default = action.default
+        if "default" not in text and default not in (None, False, [], (), argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every subcommand's parser: :class:`HelpFormatter` unless the command picks its own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def proving_installed() -> bool:

@@ -16,7 +16,7 @@ from broker_filter.logging_setup import fatal
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("calibrate", help="refit a bundle's calibration (temperature, novelty p-values) on its validation objects",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__)
     parser.add_argument("--model", metavar="BUNDLE", required=True, help="bundle folder")
     parser.add_argument("--data", metavar="DIR", type=Path, required=True, help="the bundle's training data (lightcurves.parquet + objects.csv)")
     parser.add_argument("--out", metavar="BUNDLE", type=Path, required=True, help="folder for the recalibrated bundle (may be --model)")

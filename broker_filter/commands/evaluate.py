@@ -29,7 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a model bundle as the paper reports it, with baselines (or cross-validate its recipe)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", metavar="BUNDLE", help="bundle directory (default: the packaged default bundle)")
     parser.add_argument("--data", metavar="DIR", required=True, help="light curves: lightcurves.parquet + objects.csv")

@@ -23,7 +23,7 @@ from broker_filter.logging_setup import fatal, report
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate-stream", help="simulate a labelled stream, replay it through the daemon's pipeline, judge the records",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__)
     parser.add_argument("--data", metavar="DIR", type=Path, required=True, help="labelled light curves: lightcurves.parquet + objects.csv")
     parser.add_argument("--out", metavar="REPORT", type=Path, required=True, help="report folder (created)")
     parser.add_argument("--survey", choices=("ztf", "lsst"), default="ztf", help="alert schema of the simulated stream (default ztf)")

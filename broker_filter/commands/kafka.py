@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return
     parser = subparsers.add_parser("kafka", help=HELP)
     parser.add_argument("--state-file", type=Path, default=DEFAULT_STATE,
-                        help=f"where start writes the broker's address and process ids (default {DEFAULT_STATE})")
+                        help="where start writes the broker's address and process ids (default: ~/.cache/broker-filter/local-kafka.json)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     start = actions.add_parser("start", help="start a broker in the foreground; Ctrl-C stops it")

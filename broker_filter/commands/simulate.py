@@ -19,14 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder with lightcurves.parquet + objects.csv")
     parser.add_argument("--out", type=Path, required=True,
                         help="output: a folder (container files of --alerts-per-file alerts) or NAME.tar.gz (one file per alert)")
-    parser.add_argument("--survey", choices=("ztf", "lsst"), default="ztf")
+    parser.add_argument("--survey", choices=("ztf", "lsst"), default="ztf", help="the alert schema to write: ZTF 4.02 or Rubin lsst.v10.0")
     parser.add_argument("--max-objects", type=int, default=None, help="sample this many objects (with --seed)")
     parser.add_argument("--classes", default=None, help="comma-separated survey_class values to keep")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated ids, positions and alert times")
     parser.add_argument("--history-days", type=float, default=None, help="history carried (default 30 ZTF, 365 Rubin)")
     parser.add_argument("--band-map", default=None, help="override band mapping, e.g. V=r,R=r")
     parser.add_argument("--rubin-version", default="10.0", help="lsst-alert-packet schema version (8.0 or later)")
-    parser.add_argument("--alerts-per-file", type=int, default=1000)
+    parser.add_argument("--alerts-per-file", type=int, default=1000, help="alerts per Avro container file of a folder archive")
     parser.set_defaults(handler=run)
 
 

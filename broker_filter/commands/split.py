@@ -15,7 +15,7 @@ from broker_filter.logging_setup import fatal
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("split", help="hold out a stratified share of labelled stars (external test set)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__)
     parser.add_argument("--data", metavar="DIR", type=Path, required=True, help="light curves: lightcurves.parquet + objects.csv")
     parser.add_argument("--out", metavar="OUT", type=Path, required=True, help="folder for OUT/train and OUT/external")
     parser.add_argument("--fraction", type=float, default=0.15, help="share of each known class held out (default 0.15)")

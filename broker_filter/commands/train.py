@@ -1,12 +1,4 @@
-"""``broker-filter train``: train the autoencoder + GMM on archival light curves into a bundle.
-
-Options keep the paper's names (Tsang & Schultz 2019: ``--model_type --size --num_layers
---embedding --drop_frac --n_min --n_max --period_fold --batch_size --nb_epoch --lr --gmm_on
---lambda1 --num_classes --estnet_size --estnet_drop_frac --cls_epoch --class_prob
---ss_resid``); defaults are :class:`broker_filter.model.train.TrainConfig`'s. Data: the project's table
-layout (``--data``, default the repository's ``data/lightcurves``), ASAS-3 ``.dat`` files
-and/or an ASAS-SN Variable Stars Database export, all together.
-"""
+"""``broker-filter train``: train the autoencoder + GMM on archival light curves into a bundle."""
 
 from __future__ import annotations
 
@@ -19,6 +11,48 @@ from broker_filter.logging_setup import fatal
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 
+DESCRIPTION = """\
+Train the RNN autoencoder + Gaussian mixture (Tsang & Schultz 2019) on labelled light curves
+and write a bundle the daemon serves. Options are in kebab-case; the paper's names
+(--model_type, --nb_epoch, --gmm_on, ...) are accepted as aliases. Defaults are those of the
+packaged default bundle. Data: the project's table layout (--data; the repository's
+data/lightcurves when run from a clone), ASAS-3 .dat files and an ASAS-SN Variable Stars
+Database export, in any combination."""
+
+#: (paper's name, kind, help) of every model and training option; kind: a type, a choice tuple, or bool.
+MODEL_OPTIONS = (
+    ("model_type", ("gru", "lstm", "vanilla"), "recurrent cell of the encoder and decoder"),
+    ("size", int, "hidden units per recurrent layer"),
+    ("num_layers", int, "recurrent layers of the encoder and of the decoder"),
+    ("embedding", int, "size of the autoencoder's embedding"),
+    ("drop_frac", float, "dropout between recurrent layers"),
+    ("bidirectional", bool, "bidirectional encoder"),
+    ("n_min", int, "fewest points a chunk may have (shorter light curves are not scored)"),
+    ("n_max", int, "most points per chunk (longer light curves are cut into chunks)"),
+    ("period_fold", bool, "fold each light curve by its period before chunking"),
+    ("batch_size", int, "chunks per optimisation step"),
+    ("nb_epoch", int, "epochs of joint training (of the autoencoder alone when sequential)"),
+    ("cls_epoch", int, "epochs of the estimation network alone (sequential, or fine-tuning)"),
+    ("lr", float, "Adam learning rate"),
+    ("gmm_on", bool, "train the autoencoder and the Gaussian mixture jointly (else sequentially)"),
+    ("finetune", bool, "after joint training, train the estimation network alone for --cls-epoch epochs"),
+    ("lambda1", float, "weight of the mixture energy in the joint loss"),
+    ("estnet_size", int, "hidden units per layer of the estimation network"),
+    ("estnet_layers", int, "hidden layers of the estimation network"),
+    ("estnet_drop_frac", float, "dropout of the estimation network"),
+    ("drop_mean_mag", bool, "do not give the network the mean magnitude (brightness is the survey's, not the star's)"),
+    ("shape_features", bool, "give the estimation network 9 shape statistics of the folded chunk"),
+    ("calibrate", bool, "fit the temperature and novelty p-values on the validation objects"),
+    ("class_prob", float, "ASAS-SN loader: keep stars whose class probability is at least this"),
+)
+RUN_OPTIONS = (
+    ("seed", int, "seed of the split, the initialisation and the batches"),
+    ("val_frac", float, "share of objects held out for validation and calibration"),
+    ("patience", int, "stop after this many epochs without a better validation loss"),
+    ("class_weight", ("balanced", "sqrt", "none"), "loss weight per class: inverse frequency, its square root, or none"),
+    ("use_catalogue_period", bool, "fold by the catalogue's period where the data has one (else always estimate)"),
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from broker_filter.model.train_config import TrainConfig
@@ -26,48 +60,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     parser = subparsers.add_parser(
         "train",
-        help="train a model bundle (joint --gmm_on or sequential) on labelled light curves",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="train a model bundle (joint --gmm-on or sequential) on labelled light curves",
+        description=DESCRIPTION,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, default=REPO_DATA if REPO_DATA.is_dir() else None,
-                      help="directory with lightcurves.parquet + objects.csv")
-    data.add_argument("--asas3", type=Path, nargs="+", default=[], help="ASAS-3 .dat files")
-    data.add_argument("--asas3-labels", type=Path, help="CSV object_id,survey_class[,period] for the --asas3 files")
-    data.add_argument("--asassn-catalogue", type=Path, help="ASAS-SN Variable Stars Database catalogue CSV")
-    data.add_argument("--asassn-dir", type=Path, help="directory of ASAS-SN per-star light-curve CSVs")
-    data.add_argument("--mapping", type=Path, help="class mapping file (JSON or TOML); default: the paper's 8 classes")
-    data.add_argument("--periods", type=Path, help="period table CSV (object_id,band,period): read, and extended with new estimates")
+    data.add_argument("--data", type=Path, default=None, metavar="DIR",
+                      help="folder with lightcurves.parquet + objects.csv (default: the repository's data/lightcurves)")
+    data.add_argument("--asas3", type=Path, nargs="+", default=[], metavar="FILE", help="ASAS-3 .dat files")
+    data.add_argument("--asas3-labels", type=Path, metavar="CSV", help="object_id,survey_class[,period] for the --asas3 files")
+    data.add_argument("--asassn-catalogue", type=Path, metavar="CSV", help="ASAS-SN Variable Stars Database catalogue")
+    data.add_argument("--asassn-dir", type=Path, metavar="DIR", help="folder of ASAS-SN per-star light-curve CSVs")
+    data.add_argument("--mapping", type=Path, metavar="FILE", help="class mapping (JSON or TOML); default: the paper's 8 classes")
+    data.add_argument("--periods", type=Path, metavar="CSV",
+                      help="period table (object_id,band,period) to read; curves missing from it are estimated")
+    data.add_argument("--save-periods", action="store_true",
+                      help="write --periods back, extended with the new estimates (off: it may be a tracked file)")
     data.add_argument("--bands", nargs="+", default=list(defaults["bands"]), help="bands to train on")
-    data.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    data.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder to write")
 
-    paper = parser.add_argument_group("model and training (the paper's names)")
-    for name in ("model_type",):
-        paper.add_argument(f"--{name}", choices=("gru", "lstm", "vanilla"), default=defaults[name])
-    for name in ("size", "num_layers", "embedding", "n_min", "n_max", "batch_size", "nb_epoch",
-                 "estnet_size", "cls_epoch", "estnet_layers"):
-        paper.add_argument(f"--{name}", type=int, default=defaults[name])
-    for name in ("drop_frac", "lr", "lambda1", "estnet_drop_frac", "class_prob"):
-        paper.add_argument(f"--{name}", type=float, default=defaults[name])
-    for name in ("period_fold", "gmm_on", "finetune", "bidirectional", "drop_mean_mag", "shape_features", "calibrate"):
-        paper.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=defaults[name])
-    paper.add_argument("--num_classes", type=int, help="must equal the mapping's class count (checked)")
-    paper.add_argument("--ss_resid", type=float, default=None,
-                       help="drop chunks whose folded curve's binned-mean residual / scatter exceeds this")
-
-    ours = parser.add_argument_group("run")
-    ours.add_argument("--seed", type=int, default=defaults["seed"])
-    ours.add_argument("--val_frac", type=float, default=defaults["val_frac"])
-    ours.add_argument("--patience", type=int, default=defaults["patience"])
-    ours.add_argument("--class_weight", choices=("balanced", "sqrt", "none"), default=defaults["class_weight"])
-    ours.add_argument("--prefix_sizes", type=_sizes, default=tuple(defaults["prefix_sizes"]), metavar="N,N,...",
-                      help="also train on the first N points of each light curve (comma-separated; empty: off)")
-    ours.add_argument("--use_catalogue_period", action=argparse.BooleanOptionalAction, default=defaults["use_catalogue_period"])
-    ours.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
-    ours.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    ours.add_argument("--quiet", action="store_true", help="no progress bar")
+    model = parser.add_argument_group("model and training (the paper's names as aliases)")
+    _add_options(model, MODEL_OPTIONS, defaults)
+    model.add_argument("--num-classes", "--num_classes", dest="num_classes", type=int,
+                       help="must equal the mapping's class count (checked)")
+    model.add_argument("--ss-resid", "--ss_resid", dest="ss_resid", type=float, default=None,
+                       help="drop chunks whose folded curve's binned-mean residual over scatter exceeds this")
+    run_group = parser.add_argument_group("run")
+    _add_options(run_group, RUN_OPTIONS, defaults)
+    run_group.add_argument("--prefix-sizes", "--prefix_sizes", dest="prefix_sizes", type=_sizes,
+                           default=tuple(defaults["prefix_sizes"]), metavar="N,N,...",
+                           help="also train on the first N points of each light curve (comma-separated; empty: off)")
+    run_group.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    run_group.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    run_group.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
+
+
+def _add_options(group, options, defaults: dict) -> None:
+    """``--kebab-case`` options with the paper's ``--snake_case`` names as aliases."""
+    for name, kind, help_text in options:
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        if kind is bool:
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=defaults[name], help=help_text)
+        elif isinstance(kind, tuple):
+            group.add_argument(*flags, dest=name, choices=kind, default=defaults[name], help=help_text)
+        else:
+            group.add_argument(*flags, dest=name, type=kind, default=defaults[name], help=help_text)
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -93,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         periods = load_period_table(args.periods) if args.periods and args.periods.is_file() else {}
         if args.periods:
             _fill_periods(labelled(lcs, mapping, cfg.preprocess()), cfg, periods)
-            save_period_table(args.periods, periods)
+            if args.save_periods:
+                save_period_table(args.periods, periods)
         started = time.perf_counter()
         bundle = train(cfg, lcs, args.out, mapping=mapping, periods=periods, resume=args.resume)
     except (DataError, MappingError, PreprocessError, TrainError) as error:
@@ -112,8 +150,11 @@ def _load(args: argparse.Namespace):
     from broker_filter.model.data import DataError, load_asas3_dat, load_asassn, load_lightcurve_table
 
     lcs = []
-    if args.data is not None:
-        lcs += load_lightcurve_table(args.data)
+    data = args.data
+    if data is None and not (args.asas3 or args.asassn_catalogue) and REPO_DATA.is_dir():
+        data = REPO_DATA  # run from a clone: the repository's labelled light curves
+    if data is not None:
+        lcs += load_lightcurve_table(data)
     if args.asas3:
         labels, periods = _asas3_labels(args.asas3_labels) if args.asas3_labels else ({}, {})
         lcs += load_asas3_dat(args.asas3, labels=labels, periods=periods)

@@ -39,8 +39,9 @@ class TrainConfig:
     temperature on the validation objects, see :mod:`broker_filter.model.calibration`),
     device ("auto", "cpu", "cuda", ...), quiet (no progress bar).
 
-    The defaults are the shipped default bundle's configuration (broker_filter/model/bundles/default),
-    sized so that it trains in under 20 minutes on 2 CPU cores.
+    The defaults are the shipped default bundle's configuration (broker_filter/model/bundles/default):
+    about 260 s of training on one H200; on 2 CPU cores 30 to 60 minutes, estimated from
+    per-epoch timings (docs/MODEL.md), not measured end to end.
     """
 
     model_type: str = "gru"

@@ -53,13 +53,46 @@ def test_tiny_training_run_writes_a_loadable_bundle_and_period_table(small_data,
     args = _parse([
         "--data", str(small_data), "--mapping", str(small_data / "mapping.toml"), "--periods", str(periods),
         "--out", str(out), "--size", "4", "--num_layers", "1", "--embedding", "3", "--estnet_size", "4",
-        "--nb_epoch", "2", "--batch_size", "8", "--bands", "g", "--device", "cpu", "--quiet", "--num_classes", "2",
+        "--nb-epoch", "2", "--batch_size", "8", "--bands", "g", "--device", "cpu", "--quiet", "--num_classes", "2",
+        "--save-periods",
     ])
     assert args.handler(args) == 0
     bundle = ModelBundle.load(out)
     assert bundle.class_names == ("RRAB", "RRCD") and bundle.training["config"]["size"] == 4
     assert len(pd.read_csv(periods)) == 10
     assert bundle.bundle_id in capsys.readouterr().out
+
+
+def test_a_period_table_is_only_read_unless_told_to_save(small_data, tmp_path):
+    """``--periods data/lightcurves/periods.csv`` must not rewrite a tracked file."""
+    periods = tmp_path / "periods.csv"
+    periods.write_text("object_id,band,period\n")
+    before = periods.read_bytes()
+    args = _parse([
+        "--data", str(small_data), "--mapping", str(small_data / "mapping.toml"), "--periods", str(periods),
+        "--out", str(tmp_path / "b"), "--size", "4", "--num-layers", "1", "--embedding", "3", "--estnet-size", "4",
+        "--nb-epoch", "1", "--batch-size", "8", "--bands", "g", "--device", "cpu", "--quiet", "--no-calibrate",
+    ])
+    assert args.handler(args) == 0
+    assert periods.read_bytes() == before
+
+
+def test_every_commands_help_is_plain_text_with_help_for_every_option():
+    from broker_filter.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        text = command.format_help()
+        for marker in ("``", ":class:", ":mod:", ":func:", str(Path.home()), str(Path(__file__).resolve().parents[2])):
+            assert marker not in text, (name, marker)
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings[0]} has no help"
+        long_options = [s for a in command._actions for s in a.option_strings if s.startswith("--") and not s.startswith("--no-")]
+        primary = [a.option_strings[0] for a in command._actions if a.option_strings and a.option_strings[0].startswith("--")]
+        assert all("_" not in option for option in primary), (name, [o for o in primary if "_" in o])
+        assert long_options
 
 
 def test_bad_inputs_stop_with_one_clear_line(small_data, tmp_path, capsys):

@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-points", type=int, default=60,
                         help="[scoring] min_points: alerts of objects with fewer points in a band are not scored "
                              "(each still gets one below_minimum record)")
-    parser.add_argument("--partitions", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--partitions", type=int, default=2, help="partitions of the input and output topics")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated stream and of the failure moments")
     parser.add_argument("--kills", type=int, default=20, help="crash: kill -9 of the daemon")
     parser.add_argument("--stops", default="SIGTERM,SIGKILL,SIGTERM,SIGKILL",
                         help="broker-restart: comma-separated SIGTERM / SIGKILL, one broker stop each")
