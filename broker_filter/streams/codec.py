@@ -50,7 +50,10 @@ MAX_SCHEMA_DEPTH = 64  # nesting of JSON arrays and objects; real alert schemas 
 SCHEMA_CACHE_SIZE = 256  # distinct writer schemas kept parsed; a hostile producer may send a new one per message
 WIRE_MAGIC = 0
 REGISTRY_CONNECT_TIMEOUT_S = 3.0
-REGISTRY_TIMEOUT_S = 10.0  # per read; the poll loop's budget (max.poll.interval.ms, 5 min) is far above it
+REGISTRY_TIMEOUT_S = 10.0  # per read
+REGISTRY_DEADLINE_S = 15.0  # per call, whatever the reads do: within the daemon's SIGTERM grace and max.poll.interval.ms
+MAX_REGISTRY_ANSWER_BYTES = 2 * MAX_SCHEMA_BYTES  # the schema is JSON text inside JSON: escapes grow it
+UNKNOWN_ID_TTL_S = 60.0  # an id the registry lacks is asked again after this (it may be registered since)
 _CONVERTERS: dict[str, Callable[[dict[str, Any], str], Alert]] = {"ztf": ztf.to_alert, "lsst": rubin.to_alert}
 
 
@@ -236,6 +239,7 @@ class AlertDecoder:
         self._by_text: dict[bytes, ParsedSchema] = {}
         self._by_id: dict[int, ParsedSchema] = {}
         self._registry = _Circuit()
+        self._unknown: dict[int, tuple[float, str]] = {}  # schema id -> (retry after, why): ids the registry lacks
 
     # framing ---------------------------------------------------------------------------
     def decode(self, payload: bytes) -> Alert:
@@ -293,7 +297,17 @@ class AlertDecoder:
     def _schema_for_id(self, schema_id: int) -> ParsedSchema:
         cached = self._by_id.get(schema_id)
         if cached is None:
-            raw = self._fetch_schema(schema_id)
+            unknown = self._unknown.get(schema_id)
+            if unknown is not None and unknown[0] > time.monotonic():
+                raise DecodeError("unknown_schema", unknown[1])  # asked recently: a flood of one bad id costs one request a minute
+            try:
+                raw = self._fetch_schema(schema_id)
+            except DecodeError as error:
+                if error.reason == "unknown_schema":
+                    if len(self._unknown) >= SCHEMA_CACHE_SIZE:
+                        del self._unknown[next(iter(self._unknown))]
+                    self._unknown[schema_id] = (time.monotonic() + UNKNOWN_ID_TTL_S, error.detail)
+                raise
             cached = _remember(self._by_id, schema_id, parse_schema(raw, self.keep_cutouts, self.compiled))
         return cached
 
@@ -338,21 +352,34 @@ def _remember(cache: dict, key: Any, value: ParsedSchema) -> ParsedSchema:
 
 
 def fetch_registry_schema(registry_url: str | None, schema_id: int) -> dict[str, Any]:
-    """GET ``/schemas/ids/{id}`` from a Confluent-compatible schema registry."""
+    """GET ``/schemas/ids/{id}`` from a Confluent-compatible schema registry.
+
+    Bounded whatever the registry does: a total deadline for the call (a registry that drips
+    one byte every 3 s never trips a per-read timeout) and a cap on the answer's size (a
+    400 MB body is refused at the cap, not read whole).
+    """
     import httpx
 
     url = f"{registry_url}/schemas/ids/{schema_id}"
     shown = redact_urls(url)  # credentials in the URL never reach a log line or a dead-letter header
+    deadline = time.monotonic() + REGISTRY_DEADLINE_S
     try:
-        response = httpx.get(url, timeout=httpx.Timeout(REGISTRY_TIMEOUT_S, connect=REGISTRY_CONNECT_TIMEOUT_S))
+        with httpx.stream("GET", url, timeout=httpx.Timeout(REGISTRY_TIMEOUT_S, connect=REGISTRY_CONNECT_TIMEOUT_S)) as response:
+            if response.status_code == 404:
+                raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the registry {redact_urls(str(registry_url))}")
+            if response.status_code != 200:  # 5xx, 429, and 401/403 (our credentials): the service, not the message
+                raise DecodeError("schema_registry", f"{shown}: HTTP {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_REGISTRY_ANSWER_BYTES:
+                    raise DecodeError("schema_registry", f"{shown}: answer over {MAX_REGISTRY_ANSWER_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise DecodeError("schema_registry", f"{shown}: no complete answer within {REGISTRY_DEADLINE_S:g} s")
     except httpx.HTTPError as exc:
         raise DecodeError("schema_registry", redact_urls(f"{shown}: {type(exc).__name__}: {exc}")) from None
-    if response.status_code == 404:
-        raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the registry {redact_urls(str(registry_url))}")
-    if response.status_code != 200:  # 5xx, 429, and 401/403 (our credentials): the service, not the message
-        raise DecodeError("schema_registry", f"{shown}: HTTP {response.status_code}")
     try:
-        return load_schema_json(response.json()["schema"])
+        return load_schema_json(json.loads(bytes(body))["schema"])
     except DecodeError:
         raise
     except (ValueError, KeyError, TypeError) as exc:

@@ -4,13 +4,15 @@ The real registry (a Java service) is out of reach here; what the decoder uses o
 endpoint, ``GET /schemas/ids/{id}`` answering ``{"schema": "<JSON text>"}`` (Confluent's
 documented REST API), which this serves from a dict. ``down()`` makes it answer 503 (what a
 registry behind a load balancer answers while it restarts) and ``up()`` brings it back, so
-tests can take the registry away under a running daemon.
+tests can take the registry away under a running daemon; ``behaviour`` makes it drip its
+answer a byte at a time or send 400 MB.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,6 +23,8 @@ class LocalSchemaRegistry:
     def __init__(self, schemas: dict[int, Any]) -> None:
         self.schemas = dict(schemas)
         self.available = True
+        self.behaviour = "normal"  # or "drip" (one byte of the answer every drip_s) or "huge" (a 400 MB answer)
+        self.drip_s = 0.5
         self.requests = 0
         registry = self
 
@@ -28,7 +32,9 @@ class LocalSchemaRegistry:
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 registry.requests += 1
                 parts = self.path.strip("/").split("/")
-                if not registry.available:
+                if registry.behaviour != "normal":
+                    self._misbehave()
+                elif not registry.available:
                     self._answer(503, {"error_code": 50301, "message": "registry restarting"})
                 elif len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit() and int(parts[2]) in registry.schemas:
                     self._answer(200, {"schema": json.dumps(registry.schemas[int(parts[2])])})
@@ -42,6 +48,24 @@ class LocalSchemaRegistry:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _misbehave(self) -> None:
+                size = 400 * 1024 * 1024 if registry.behaviour == "huge" else 1000
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                try:
+                    if registry.behaviour == "huge":
+                        block = b" " * (1 << 20)
+                        for _ in range(size >> 20):
+                            self.wfile.write(block)
+                    else:
+                        for _ in range(size):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(registry.drip_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up, as it should
 
             def log_message(self, *args: object) -> None:
                 pass

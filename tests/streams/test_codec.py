@@ -222,3 +222,29 @@ def test_missing_field_and_nan_magnitude(sample_files):
     with pytest.raises(DecodeError) as info:
         AlertDecoder().decode(avro_frame.single_record_container(json.dumps(unknown).encode(), b"\x02"))
     assert info.value.reason == "unknown_schema"
+
+
+@pytest.mark.parametrize("behaviour", ["drip", "huge"])
+def test_a_registry_that_drips_or_floods_is_cut_off(behaviour, monkeypatch):
+    """A total deadline per call and a size cap: neither a byte every 0.2 s nor 400 MB stalls or swells the decoder."""
+    from broker_filter.streams import codec
+    from broker_filter_proving.schema_registry import LocalSchemaRegistry
+
+    monkeypatch.setattr(codec, "REGISTRY_DEADLINE_S", 1.0)
+    with LocalSchemaRegistry({}) as registry:
+        registry.behaviour, registry.drip_s = behaviour, 0.2
+        started = time.monotonic()
+        with pytest.raises(SchemaRegistryUnavailable, match="within 1 s" if behaviour == "drip" else "answer over"):
+            AlertDecoder(registry_url=registry.url).decode(b"\x00" + struct.pack(">I", 5) + b"\x02")
+        assert time.monotonic() - started < 5
+
+
+def test_an_id_the_registry_lacks_is_asked_once_a_minute_not_once_a_message():
+    from broker_filter_proving.schema_registry import LocalSchemaRegistry
+
+    with LocalSchemaRegistry({}) as registry:
+        decoder = AlertDecoder(registry_url=registry.url)
+        for _ in range(20):
+            with pytest.raises(DecodeError, match="unknown_schema"):
+                decoder.decode(b"\x00" + struct.pack(">I", 77) + b"\x02")
+        assert registry.requests == 1
