@@ -6,10 +6,10 @@ and third:
 ==================  ==========================================  ==================================
 topic               record                                      when
 ==================  ==========================================  ==================================
-classification      ``Classification`` (classification_v2)     every alert that decoded: status
+classification      ``Classification`` (classification_v3)     every alert that decoded: status
                                                                 ``scored``, ``below_minimum`` or
                                                                 ``throttled``
-novelty             ``Novelty`` (novelty_v2)                    scored and flagged novel (a copy
+novelty             ``Novelty`` (novelty_v3)                    scored and flagged novel (a copy
                                                                 of the classification's content)
 dead-letter         the original bytes; headers ``reason``,     the alert did not decode
                     ``detail``, ``origin``
@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -38,11 +39,15 @@ from typing import Any, Literal
 
 import fastavro
 
+from broker_filter import __version__
+from broker_filter.model.taxonomy import alerce_class, elasticc_class_id
 from broker_filter.streams.alert import Alert, DecodeError
 from broker_filter.streams.kafka_config import redact_urls
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: The classifier every record names (``classifier``), beside the bundle id and our version.
+CLASSIFIER = "rnn-autoencoder-gmm"  # Tsang & Schultz 2019
 PERCENTILES = {"p80": 80, "p95": 95}
 MAX_HEADER_CHARS = 1000  # of a dead letter's detail and origin
 OUTPUT_TOO_LARGE = "output_too_large"  # the dead-letter reason of an input whose record the brokers cannot take
@@ -101,6 +106,10 @@ class DeadLetter:
     @classmethod
     def of(cls, origin: str, error: DecodeError, payload: bytes) -> DeadLetter:
         return cls(origin, error.reason, error.detail, payload)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _cut(text: str) -> str:
@@ -162,6 +171,12 @@ def classification_record(
         "novelty_threshold_energy": float(model.threshold_energy if threshold_energy is None else threshold_energy),
         "bundle_id": model.bundle_id,
         "bundle_version": model.bundle_version,
+        "classifier": CLASSIFIER,
+        "software_version": __version__,
+        "ra": _finite_or_none(alert.ra),
+        "dec": _finite_or_none(alert.dec),
+        "alerce_class": alerce_class(top_class),
+        "elasticc_class_id": elasticc_class_id(top_class),
         "alert_time_mjd": float(alert.time),
         "alert_timestamp_ms": timestamp_ms,
         "processed_at_ms": int(now_ms),

@@ -35,7 +35,7 @@ from broker_filter.config import Config, ConfigError
 from broker_filter.inference import Inferencer, InferenceResult
 from broker_filter.metrics import Metrics
 from broker_filter import __version__
-from broker_filter.outputs import DeadLetter, ModelIdentity, Output, classification_record, novelty_record, record_id
+from broker_filter.outputs import CLASSIFIER, DeadLetter, ModelIdentity, Output, classification_record, novelty_record, record_id
 from broker_filter.periods import PeriodMemo, PeriodSource
 from broker_filter.scoring import Decision, ScoringPolicy, policy_bands
 from broker_filter.state import LightCurveStore
@@ -43,7 +43,6 @@ from broker_filter.streams.alert import Alert, DecodeError
 from broker_filter.streams.codec import AlertDecoder
 
 log = logging.getLogger(__name__)
-CLASSIFIER = "rnn-autoencoder-gmm"  # Tsang & Schultz 2019; the build_info label brokers filter dashboards by
 
 
 @dataclass

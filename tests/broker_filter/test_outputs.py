@@ -34,7 +34,9 @@ def _scored(energy: float, p_value: float = 0.01, alert: Alert = ALERT) -> dict:
 def test_scored_record_round_trips_and_carries_the_novelty_p_value():
     record = _scored(13.0)
     assert record["record_id"] == "ztf:ZTF18aaaaaaa:42" and record["novel"] is True
-    assert record["novelty_threshold_percentile"] == 95 and record["schema_version"] == 2
+    assert record["novelty_threshold_percentile"] == 95 and record["schema_version"] == 3
+    assert (record["classifier"], record["alerce_class"], record["elasticc_class_id"]) == ("rnn-autoencoder-gmm", "RRL", 2323)
+    assert record["software_version"] and record["ra"] is None  # the test alert has no position
     assert record["novelty_p_value"] == 0.01 and record["novelty_threshold_energy"] == 12.5
     assert decode("classification", encode("classification", record)) == record
     novelty = novelty_record(record)
@@ -99,3 +101,16 @@ def test_dead_letter_headers_are_short_and_mask_url_credentials():
     assert b"s3cret" not in headers["detail"] and b"http://***@registry:8081" in headers["detail"]
     assert len(headers["detail"]) < 1100
     assert "s3cret" not in str(letter.to_json())
+
+
+def test_records_carry_the_alerts_position_and_every_class_maps_into_both_taxonomies():
+    from broker_filter.model.classes import PAPER_CLASSES
+    from broker_filter.model.taxonomy import ALERCE, ELASTICC
+
+    placed = Alert("ZTF18aaaaaaa", 42, "ztf", "4.02", 7, (Detection(7, 60000.5, "g", 15.0, 0.05),), ra=123.25, dec=-4.5)
+    record = _scored(13.0, alert=placed)
+    assert (record["ra"], record["dec"]) == (123.25, -4.5)
+    assert decode("classification", encode("classification", record)) == record
+    assert set(PAPER_CLASSES) == set(ALERCE) == set(ELASTICC)
+    below = classification_record(placed, status="below_minimum", model=MODEL, min_points=20, n_points=3, timestamp_ms=5, now_ms=6)
+    assert below["alerce_class"] is None and below["elasticc_class_id"] is None
