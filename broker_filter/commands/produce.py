@@ -3,8 +3,11 @@
 Each alert travels as ZTF publishes it (a one-record Avro container, ``item.payload``),
 keyed by its object id, at ``--rate`` alerts per second or as fast as the broker takes
 them. Undecodable records are produced too (unkeyed) unless ``--skip-invalid``: a replayed
-night should reach the daemon as it was, bad packets included. Any message the broker
-did not acknowledge makes the command exit 1, after the summary.
+night should reach the daemon as it was, bad packets included. A message the client refuses
+(larger than ``message.max.bytes``) is counted and skipped, not a stop. Whatever ends the run
+(the end, an error, Ctrl-C), what was sent is flushed first and the summary says where to
+resume: ``--start-at`` the summary's ``next``, in the same ``--order``, sends the rest without
+duplicates. Any message the broker did not acknowledge makes the command exit 1.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class ProduceSummary:
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
+    next: int = 0  # position (in --order) of the first alert not handed to the producer: --start-at this
+    stopped: str = ""  # why the run ended early ("" when every alert was sent)
 
     @property
     def rate(self) -> float:
@@ -47,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--order", choices=("file", "time"), default="file",
                         help="file order (streams, constant memory) or observation-time order (reads all first)")
     parser.add_argument("--skip-invalid", action="store_true", help="do not produce records that fail to decode")
+    parser.add_argument("--start-at", type=int, default=0, metavar="N",
+                        help="skip the first N alerts (in --order): resume where a summary's 'next' says")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=_produce)
 
@@ -84,27 +91,49 @@ def _produce(args: argparse.Namespace) -> int:
         sink = KafkaSink(bootstrap, client=client)
     except (ValueError, ConfigError, KafkaConfigError, TopicError, FileNotFoundError) as exc:
         return fatal(f"broker-filter produce: {exc}")
-    summary = ProduceSummary()
+    summary = ProduceSummary(next=args.start_at)
     started = time.monotonic()
     try:
-        for item in items:
-            if item.alert is None:
-                summary.undecodable += 1
-                if args.skip_invalid:
-                    summary.skipped += 1
-                    continue
-            if args.rate:
-                _wait_for_slot(started, summary.produced, args.rate)
-            sink.produce(args.topic, item.payload, key=item.alert.object_id if item.alert else None)
-            summary.produced += 1
+        for position, item in enumerate(items):
+            if position < args.start_at:
+                continue
+            _send(sink, item, args, summary, started)
+            summary.next = position + 1
+    except KeyboardInterrupt:
+        summary.stopped = "interrupted"
+    except Exception as exc:  # noqa: BLE001 - whatever stops the run, what was sent is flushed and the summary says where
+        summary.stopped = f"{type(exc).__name__}: {exc}"
+    try:
         sink.flush()
     except DeliveryError as exc:
-        summary.failed = exc.count
+        summary.failed += exc.count
         warn(f"broker-filter produce: {exc}")
     summary.seconds = time.monotonic() - started
     summary.delivered = sink.counts.delivered
+    if summary.stopped:
+        warn(f"broker-filter produce: stopped ({summary.stopped}); resume with --start-at {summary.next}")
     _print_summary(summary, args)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.stopped else 0
+
+
+def _send(sink, item, args: argparse.Namespace, summary: ProduceSummary, started: float) -> None:
+    """One archive item to the topic; a message the client refuses is counted, not a stop."""
+    from confluent_kafka import KafkaException
+
+    if item.alert is None:
+        summary.undecodable += 1
+        if args.skip_invalid:
+            summary.skipped += 1
+            return
+    if args.rate:
+        _wait_for_slot(started, summary.produced, args.rate)
+    try:
+        sink.produce(args.topic, item.payload, key=item.alert.object_id if item.alert else None)
+    except KafkaException as exc:  # e.g. MSG_SIZE_TOO_LARGE, refused before it leaves
+        summary.failed += 1
+        warn(f"broker-filter produce: {item.origin} #{item.position} not sent: {exc}")
+        return
+    summary.produced += 1
 
 
 def _wait_for_slot(started: float, sent: int, rate: float) -> None:
@@ -121,5 +150,6 @@ def _print_summary(summary: ProduceSummary, args: argparse.Namespace) -> None:
     print(
         f"delivered {summary.delivered} of {summary.produced} alerts to {args.topic} in {summary.seconds:.2f} s "
         f"({summary.rate:,.0f} alerts/s); undecodable {summary.undecodable} "
-        f"(skipped {summary.skipped}); delivery failures {summary.failed}"
+        f"(skipped {summary.skipped}); delivery failures {summary.failed}; next {summary.next}"
+        + (f"; stopped: {summary.stopped}" if summary.stopped else "")
     )

@@ -23,7 +23,7 @@ from typing import Literal
 
 from broker_filter.streams import avro_frame
 from broker_filter.streams.alert import Alert, DecodeError
-from broker_filter.streams.codec import AlertDecoder, read_record
+from broker_filter.streams.codec import MAX_PAYLOAD_BYTES, AlertDecoder, read_record
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 AVRO_SUFFIX = ".avro"
@@ -137,6 +137,10 @@ def _iter_tar(path: Path, decoder: AlertDecoder) -> Iterator[ArchiveItem]:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 if not member.isfile() or not member.name.lower().endswith(AVRO_SUFFIX):
+                    continue  # links, devices, folders: never followed
+                if member.size > MAX_PAYLOAD_BYTES:  # a 139-byte .tar.gz may declare a 1 GiB sparse member
+                    yield ArchiveItem(f"{path}:{member.name}", 0, None,
+                                      DecodeError("too_large", f"member of {member.size} bytes > {MAX_PAYLOAD_BYTES}"), payload=b"")
                     continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle is not None else b""

@@ -66,3 +66,28 @@ def test_produce_exits_non_zero_when_the_broker_rejects_messages(kafka_bootstrap
 def test_produce_refuses_a_missing_source_with_one_line(capsys) -> None:
     assert main(["produce", "/nonexistent/alerts", "--topic", "t", "--bootstrap-servers", "127.0.0.1:1"]) == 2
     assert "no such alert source" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+@needs_alerts
+def test_messages_the_client_refuses_are_counted_and_the_rest_is_sent(kafka_bootstrap, kafka_topic_factory, capsys) -> None:
+    """A message over message.max.bytes used to end the run with a traceback and unflushed messages."""
+    topic = kafka_topic_factory()
+    code = main(["produce", str(ALERTS), "--topic", topic, "--bootstrap-servers", kafka_bootstrap, "--json",
+                 "--client", "message.max.bytes=100000"])  # 3 of the 24 are larger
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and summary["failed"] > 0 and summary["delivered"] == summary["produced"] > 0
+    assert summary["next"] == summary["produced"] + summary["failed"] and summary["stopped"] == ""
+
+
+@pytest.mark.kafka
+@needs_alerts
+def test_start_at_resumes_without_duplicates(kafka_bootstrap, kafka_topic_factory, capsys) -> None:
+    topic = kafka_topic_factory()
+    assert main(["produce", str(ALERTS), "--topic", topic, "--bootstrap-servers", kafka_bootstrap, "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    resumed_topic = kafka_topic_factory()
+    assert main(["produce", str(ALERTS), "--topic", resumed_topic, "--bootstrap-servers", kafka_bootstrap, "--json",
+                 "--start-at", str(whole["next"] - 5)]) == 0
+    rest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rest["produced"] == 5 and rest["next"] == whole["next"]

@@ -73,3 +73,21 @@ def test_pacing_follows_observation_time(sample_files):
     started = time.monotonic()
     assert len(list(iter_archive([path], pace=span_s / 0.5))) == len(items)
     assert 0.4 < time.monotonic() - started < 3.0
+
+
+def test_a_tar_member_larger_than_any_message_is_refused_unread_and_the_rest_decodes(sample_files, tmp_path):
+    import tarfile
+
+    from broker_filter.streams.archive import iter_archive
+    from broker_filter.streams.codec import MAX_PAYLOAD_BYTES
+
+    good = next(p for p in sample_files if p.name.startswith("2019_01_10"))
+    huge = tmp_path / "huge.avro"
+    with huge.open("wb") as handle:  # sparse: the declared size, no data written
+        handle.truncate(MAX_PAYLOAD_BYTES + 1)
+    archive = tmp_path / "night.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(huge, arcname="huge.avro")
+        tar.add(good, arcname="good.avro")
+    items = list(iter_archive([archive], order="file"))
+    assert [i.error.reason if i.error else "ok" for i in items] == ["too_large", "ok"]
