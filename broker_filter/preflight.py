@@ -59,9 +59,12 @@ def ensure_output_topics(config: Config, view: ClusterView) -> None:
     kafka = config.kafka
     partitions = max(view.input_partitions.values())
     topics = {kafka.classification_topic: partitions, kafka.novelty_topic: partitions, kafka.dead_letter_topic: partitions}
-    if config.rekey.enabled:
-        topics[config.rekey.topic] = partitions
     try:
         ensure_topics(kafka.bootstrap_servers, topics, client=kafka.client)
+        if config.rekey.enabled:  # it carries the raw alerts: as large as any the decoder accepts
+            from broker_filter.rekey import REKEYED_MESSAGE_MAX_BYTES
+
+            ensure_topics(kafka.bootstrap_servers, {config.rekey.topic: partitions}, client=kafka.client,
+                          config={"max.message.bytes": str(REKEYED_MESSAGE_MAX_BYTES)})
     except (TopicError, RuntimeError) as error:
         raise PreflightError(str(error)) from error

@@ -19,10 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from confluent_kafka import KafkaException
+
 from broker_filter.config import Config
+from broker_filter.outputs import DeadLetter
 from broker_filter.pipeline import decoder_from_config
 from broker_filter.streams.alert import DecodeError
-from broker_filter.streams.codec import SchemaRegistryUnavailable
+from broker_filter.streams.codec import MAX_PAYLOAD_BYTES, SchemaRegistryUnavailable
+from broker_filter.streams.kafka_admin import topic_max_message_bytes
 from broker_filter.streams.kafka import KafkaMessage, KafkaSink, KafkaSource, TransactionAbortedError
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,11 @@ KAFKA_LOG = logging.getLogger("librdkafka")
 POLL_MESSAGES = 1000
 POLL_TIMEOUT_S = 0.1
 TXN_TIMEOUT_S = 60.0
+#: The re-keyed topic takes every message the decoder accepts (its topic is created with this
+#: max.message.bytes, its producer allowed as much); anything larger is dead-lettered.
+REKEYED_MESSAGE_MAX_BYTES = MAX_PAYLOAD_BYTES + 1024
+DEAD_LETTER_BYTES = 1_000_000 - 16_384  # librdkafka's default message.max.bytes, less the headers
+DEFAULT_TOPIC_MAX_BYTES = 1_000_000  # when the topic's own limit cannot be read: the brokers' default, about 1 MB
 
 
 class Rekeyer:
@@ -59,9 +68,11 @@ class Rekeyer:
         kafka = self.config.kafka
         client = {**kafka.client, "logger": KAFKA_LOG}
         try:
+            # held to what the re-keyed topic takes, so that an oversized message is refused here (a dead letter)
+            limit = topic_max_message_bytes(kafka.bootstrap_servers, self.topic, client=kafka.client) or DEFAULT_TOPIC_MAX_BYTES
             sink = KafkaSink(
                 kafka.bootstrap_servers,
-                client={**client, "partitioner": "murmur2_random"},
+                client={**client, "message.max.bytes": str(min(limit, REKEYED_MESSAGE_MAX_BYTES)), "partitioner": "murmur2_random"},
                 transactional_id=f"{kafka.transactional_id}-rekey" if self.exactly_once else None,
                 timeout=TXN_TIMEOUT_S,
             )
@@ -88,8 +99,7 @@ class Rekeyer:
             if self.exactly_once:
                 sink.begin()
             for message, key in zip(messages, keys):
-                headers = list(message.headers) or None
-                sink.produce(self.topic, message.value, key=key, headers=headers, timestamp_ms=message.timestamp_ms)
+                self._copy(sink, message, key)
             if self.exactly_once:
                 sink.send_offsets(offsets, source.group_metadata())
                 sink.commit()
@@ -99,6 +109,18 @@ class Rekeyer:
         except TransactionAbortedError as error:
             log.warning("re-keying transaction aborted, re-reading: %s", error)
             source.rewind(_first_offsets(messages))
+
+    def _copy(self, sink: KafkaSink, message: KafkaMessage, key: bytes | None) -> None:
+        """Forward one message; one the re-keyed topic cannot take becomes a dead letter in the
+        same transaction (never a stop: the stage would die on it at every restart)."""
+        headers = list(message.headers) or None
+        try:
+            sink.produce(self.topic, message.value, key=key, headers=headers, timestamp_ms=message.timestamp_ms)
+        except KafkaException as error:
+            origin = f"{message.topic}[{message.partition}]@{message.offset}"
+            letter = DeadLetter(origin, "too_large", f"cannot re-key: {error}", message.value).fitting(DEAD_LETTER_BYTES)
+            log.warning("re-keying dead-letters %s: %s", origin, error)
+            sink.produce(self.config.kafka.dead_letter_topic, letter.payload, key=origin, headers=letter.headers())
 
     def _key(self, payload: bytes) -> bytes | None:
         try:

@@ -96,3 +96,23 @@ def delete_topics(
         except KafkaException as exc:
             if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
                 raise TopicError(f"cannot delete topic {name!r}: {exc.args[0].str()}") from exc
+
+
+def topic_max_message_bytes(bootstrap: str, topic: str, *, client: Mapping[str, Any] | None = None,
+                            timeout: float = DEFAULT_TIMEOUT_S) -> int | None:
+    """The topic's ``max.message.bytes`` (the largest message its brokers accept), None if it cannot be read.
+
+    A producer held to this limit refuses an oversized message itself, where it can be
+    dead-lettered; the broker would refuse it only at delivery, aborting the transaction that
+    carried it at every retry.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    admin = _admin(bootstrap, client)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+        return int(entries["max.message.bytes"].value)
+    except (KafkaException, KeyError, ValueError, TypeError):
+        return None
