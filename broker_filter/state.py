@@ -190,7 +190,8 @@ class LightCurveStore:
         self._dirty: set[str] = set()
         self._pending: dict[str, ObjectState] = {}  # evicted from memory, not yet written
         self._points = 0
-        self._db = _open_database(Path(path)) if path else None
+        self.path = Path(path) if path else None
+        self._db = _open_database(self.path) if path else None
 
     # -- merging ---------------------------------------------------------------------
 
@@ -250,6 +251,16 @@ class LightCurveStore:
             self._pending.clear()
             return 0
         changed = [self._objects[o] for o in self._dirty if o in self._objects] + list(self._pending.values())
+        try:
+            self._write(changed)
+        except sqlite3.Error as error:  # disk full, read-only file, a file replaced under us: one clear line, nothing lost
+            raise StateError(f"{self.path}: cannot write the state ({error}); free space or move [state] path, then restart: "
+                             "uncommitted input is read again") from error
+        self._dirty.clear()
+        self._pending.clear()
+        return len(changed)
+
+    def _write(self, changed: list[ObjectState]) -> None:
         with self._db:
             self._db.executemany("DELETE FROM series WHERE object_id = ?", [(s.object_id,) for s in changed])
             self._db.executemany(
@@ -272,9 +283,6 @@ class LightCurveStore:
                 ],
             )
             self._bound_stored_objects()
-        self._dirty.clear()
-        self._pending.clear()
-        return len(changed)
 
     def release_all(self) -> None:
         """Flush, then forget the in-memory cache (partitions were revoked: their objects may move)."""

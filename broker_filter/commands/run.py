@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     except DaemonError as error:
         logging.getLogger("broker_filter").error("%s", error)
         return fatal(f"broker-filter run: {error}", 1)
+    except StateError as error:  # the state cannot be written (disk full): nothing committed is lost
+        return fatal(f"broker-filter run: {error}")
     finally:
         if rekeyer is not None:
             rekeyer.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from broker_filter.state import LightCurveStore
 from broker_filter.streams.alert import Alert, Detection
@@ -140,3 +141,24 @@ def test_throttling_after_a_crash_replay_decides_as_an_uninterrupted_run(tmp_pat
     assert _throttle_decisions(replayed, policy, alerts[committed:]) == expected[committed:]
     replayed.close()
     assert list(LightCurveStore(path).get("A").scored) == list(LightCurveStore(tmp_path / "reference.sqlite").get("A").scored)
+
+
+def test_a_full_disk_is_one_clear_state_error_and_the_changes_are_kept(tmp_path, monkeypatch):
+    """SQLite's "database or disk is full" must stop with one line naming the file, not a traceback."""
+    import sqlite3
+
+    from broker_filter.state import LightCurveStore, StateError
+    from broker_filter.streams.alert import Alert, Detection
+
+    store = LightCurveStore(tmp_path / "state.sqlite")
+    store.merge(Alert("ZTF1", 1, "ztf", "4.02", 1, (Detection(1, 60000.5, "g", 15.0, 0.05),)))
+
+    def full(changed):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_write", full)
+    with pytest.raises(StateError, match=r"state.sqlite: cannot write the state \(database or disk is full\)"):
+        store.flush()
+    monkeypatch.undo()
+    assert store.flush() == 1  # once space is back, the same changes are written
+    store.close()
