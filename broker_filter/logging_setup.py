@@ -22,13 +22,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import IO, Literal, TypeVar
-
-from tqdm import tqdm
+from typing import IO, Literal
 
 from broker_filter.config import LoggingConfig
+from broker_filter.model.progress import progress_bar
 from broker_filter.streams.kafka_config import redact_urls
 
 LogFormat = Literal["text", "json"]
@@ -42,8 +41,6 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # emitted as a JSON field of its own.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
-T = TypeVar("T")
-
 
 class LoggingSetupError(ValueError):
     """A level or format that is not one of :data:`LEVELS` / :data:`FORMATS`."""
@@ -52,6 +49,8 @@ class LoggingSetupError(ValueError):
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC, ISO 8601), level, logger, message, then any
     ``extra=`` fields, then the exception's traceback text when there is one."""
+
+    machine_readable = True  # progress bars stay off (broker_filter.model.progress)
 
     def format(self, record: logging.LogRecord) -> str:
         document: dict[str, object] = {
@@ -173,15 +172,6 @@ def warn(message: str) -> None:
 def json_logging_active() -> bool:
     """True when the root logger writes JSON (then progress bars stay off)."""
     return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
-
-
-def progress_bar(iterable: Iterable[T] | None = None, *, total: float | None = None,
-                 desc: str = "", unit: str = "it") -> tqdm:
-    """A tqdm bar on stderr for replays and training, shown only to a person at a terminal:
-    hidden when stderr is not a TTY (systemd, CI, pipes) or when logs are JSON."""
-    hidden = not sys.stderr.isatty() or json_logging_active()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=hidden,
-                dynamic_ncols=True, smoothing=0.1)
 
 
 __all__ = [

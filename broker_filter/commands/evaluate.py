@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         grid = _parse_grid(args.n_points) if args.n_points else N_POINTS_GRID
         lcs = load_lightcurve_table(args.data)
         periods = load_period_table(args.periods) if args.periods else None
+        _warn_if_slow(args, lcs, periods)
         if args.external and args.cv:
             raise ValueError("--external and --cv exclude each other")
         if args.external:
@@ -82,6 +83,23 @@ def run(args: argparse.Namespace) -> int:
     print((Path(args.out) / "summary.md").read_text())
     report("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+#: Period search on the development VM's 2 CPU cores: 400 ASAS-3 and Stripe 82 light curves in
+#: 35 s (``estimate_periods`` on data/lightcurves, 2026-12-02); on a GPU it is seconds for all.
+CPU_SECONDS_PER_CURVE = 0.09
+
+
+def _warn_if_slow(args: argparse.Namespace, lcs, periods) -> None:
+    """Say, before a silent quarter of an hour, that periods will be searched on the CPU."""
+    from broker_filter.model.bundle import resolve_device
+
+    if periods or resolve_device(args.device).type != "cpu":
+        return
+    minutes = len(lcs) * CPU_SECONDS_PER_CURVE / 60 * (max(args.cv, 1))
+    warn(f"broker-filter evaluate: searching the periods of {len(lcs):,} light curves on the CPU, and again for their "
+         f"prefixes: at least {minutes:.0f} min at {CPU_SECONDS_PER_CURVE} s per curve on 2 cores "
+         f"(--periods {Path(args.data) / 'periods.csv'} skips the whole-curve searches where the table exists)")
 
 
 def _evaluate_bundle(args: argparse.Namespace, bundle, lcs, grid, periods) -> dict:

@@ -30,6 +30,7 @@ because the shuffling and dropout of every epoch are seeded from (seed, phase, e
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import json
 import shutil
@@ -55,6 +56,7 @@ from broker_filter.model.scores import combine_chunks
 from broker_filter.model.train_config import TrainConfig, TrainError
 
 CHECKPOINT_DIR = "checkpoint"
+log = logging.getLogger(__name__)
 LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("phase", "epoch", "train_loss", "train_recon", "train_ce", "train_energy",
                "val_loss", "val_recon", "val_ce", "val_energy", "val_accuracy", "seconds")
@@ -408,6 +410,10 @@ class _Run:
         row += [_fmt(val.get(k)) for k in ("loss", "recon", "ce", "energy", "accuracy")] + [f"{seconds:.2f}"]
         with (self.out_dir / LOG_FILE).open("a", newline="") as handle:
             csv.writer(handle).writerow(row)
+        log.info("%s epoch %d: train loss %s, validation loss %s, validation accuracy %s (%.1f s)", phase, epoch,
+                 _fmt(train.get("loss")), _fmt(val.get("loss")), _fmt(val.get("accuracy")), seconds,
+                 extra={"phase": phase, "epoch": epoch, "train_loss": train.get("loss"), "val_loss": val.get("loss"),
+                        "val_accuracy": val.get("accuracy")})
 
     def _save_checkpoint(self, phase: str, progress: dict, optimizer, best: dict) -> None:
         tmp = self.checkpoint.with_name(CHECKPOINT_DIR + ".tmp")
@@ -496,9 +502,9 @@ class _Silent:
 def _progress_bar(total: int, name: str, quiet: bool, initial: int):
     if quiet:
         return _Silent()
-    from tqdm.auto import tqdm
+    from broker_filter.model.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc=name, unit="epoch", leave=False)
+    return progress_bar(total=total, initial=initial, desc=name, unit="epoch", leave=False)
 
 
 @torch.no_grad()

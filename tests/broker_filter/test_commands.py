@@ -140,3 +140,15 @@ def test_replay_honours_the_command_lines_log_settings_over_the_default(tmp_path
         assert done.returncode == 0, done.stderr[-2000:]
         documents = [json.loads(line) for line in done.stderr.strip().splitlines()]
         assert any(d["message"].startswith("model bundle") for d in documents) == shown, (level, documents)
+
+
+def test_evaluate_on_a_cpu_says_first_that_it_will_search_periods(capsys):
+    import argparse as ap
+
+    from broker_filter.commands.evaluate import _warn_if_slow
+
+    _warn_if_slow(ap.Namespace(device="cpu", cv=5, data="data/lightcurves"), [None] * 2056, None)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "2,056 light curves on the CPU" in line and "15 min" in line and "--periods data/lightcurves/periods.csv" in line
+    _warn_if_slow(ap.Namespace(device="cpu", cv=0, data="d"), [None] * 10, {("a", "g"): 1.0})
+    assert capsys.readouterr().err == ""
