@@ -177,11 +177,11 @@ def chunk(lc: LightCurve, cfg: PreprocessConfig) -> list[LightCurve]:
     return pieces
 
 
-def resolve_periods(lcs: Sequence[LightCurve], cfg: PreprocessConfig) -> np.ndarray:
+def resolve_periods(lcs: Sequence[LightCurve], cfg: PreprocessConfig, device: str | None = None) -> np.ndarray:
     """The period each light curve is folded with: catalogue (if configured) or estimated.
 
     Estimation runs once over the whole light curve (batched, see
-    :func:`broker_filter.model.period.estimate_periods`). A light curve without a usable period (too few
+    :func:`broker_filter.model.period.estimate_periods`), on ``device`` (None: CUDA when present). A light curve without a usable period (too few
     points, estimator failure) gets its time span, i.e. it is treated as one cycle; its
     log10-period support then says "long", which is what such a curve looks like.
     """
@@ -193,7 +193,8 @@ def resolve_periods(lcs: Sequence[LightCurve], cfg: PreprocessConfig) -> np.ndar
         from broker_filter.model.period import estimate_periods
 
         cleaned = [lcs[i].cleaned() for i in todo]
-        periods[todo] = estimate_periods([c.time for c in cleaned], [c.mag for c in cleaned], [c.mag_err for c in cleaned])
+        periods[todo] = estimate_periods([c.time for c in cleaned], [c.mag for c in cleaned], [c.mag_err for c in cleaned],
+                                         device=device)
     bad = ~(np.isfinite(periods) & (periods > 0))
     if bad.any():
         spans = np.array([np.ptp(lcs[i].time) if len(lcs[i]) else 0.0 for i in np.flatnonzero(bad)])

@@ -219,14 +219,14 @@ class Scorer:
         """The period each light curve will be folded with (NaN for those yielding no chunk).
 
         Only light curves that can yield a chunk (accepted band, at least ``n_min`` points)
-        are estimated, all in one batch (:func:`broker_filter.model.features.resolve_periods`, which runs
-        the estimator on CUDA whenever one is present).
+        are estimated, all in one batch (:func:`broker_filter.model.features.resolve_periods`), on the
+        scorer's device: ``[inference] device = "cpu"`` keeps the search off a present GPU too.
         """
         cfg = self.preprocess
         periods = np.full(len(lcs), np.nan)
         candidates = [i for i, lc in enumerate(lcs) if cfg.accepts(lc.band) and len(lc) >= cfg.n_min]
         if candidates:
-            periods[candidates] = resolve_periods([lcs[i] for i in candidates], cfg)
+            periods[candidates] = resolve_periods([lcs[i] for i in candidates], cfg, device=str(self.device))
         return periods
 
     # -- internals ----------------------------------------------------------------------

@@ -166,3 +166,20 @@ def test_cuda_dirty_batch_is_cleaned_and_pipelined_batches_agree(bundle, many):
         alone = scorer.score(lcs[:100], periods[:100]) + scorer.score(lcs[100:], periods[100:])
     _assert_same_scores(from_dirty, cleaned, rtol=2e-3)
     _assert_same_scores(both, alone, rtol=2e-3)
+
+
+def test_the_period_search_runs_on_the_scorers_device(bundle, lightcurves, monkeypatch):
+    """``[inference] device = "cpu"`` must keep the period search off a GPU that is present."""
+    import broker_filter.model.period as period
+
+    asked = []
+    real = period.estimate_periods
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("device"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(period, "estimate_periods", spy)
+    with Scorer(bundle, device="cpu") as scorer:
+        scorer.estimate_periods(lightcurves[:3])
+    assert asked == ["cpu"]
