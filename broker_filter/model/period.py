@@ -1,4 +1,4 @@
-"""Period estimation: a batched generalised Lomb-Scargle periodogram in PyTorch.
+"""Period estimation: a batched generalised Lomb-Scargle periodogram in PyTorch (GPU), nifty-ls on a CPU.
 
 Live alert streams carry no catalogue periods, so the period that folds a light curve is
 estimated, and training estimates it the same way so that served inputs look like trained
@@ -34,6 +34,10 @@ Frequency grid, per light curve (documented because the grid *is* the estimator)
 * frequencies on integer multiples of ``df`` keep every FFT input real (no complex shift
   by a start frequency), and the sums at twice each frequency, which the floating mean
   needs, are every other bin of the same transform.
+
+On a CPU the same periodogram on the same grid comes from nifty-ls (a finufft-based
+Lomb-Scargle, one curve at a time): twice as fast there, the same period on every real curve
+tested; on a GPU the batched torch path is far faster than either.
 
 Points with a non-finite time, magnitude or error, or a non-positive error, are dropped.
 A light curve with fewer than ``min_points`` usable points, or no time span, gets a NaN
@@ -136,12 +140,14 @@ def estimate_periods(
     min_points: int = DEFAULT_MIN_POINTS,
     device: str | torch.device | None = None,
     max_cells: int | None = None,
+    method: str = "auto",
 ) -> np.ndarray:
     """Best Lomb-Scargle period (days) of each light curve; NaN where there is none.
 
     ``errs=None`` weights all points equally. ``device=None`` uses CUDA when present.
     ``max_cells`` bounds the FFT cells processed at once (memory), by default 2**27 on
-    CUDA (about 12 GB of working memory) and 2**23 on CPU.
+    CUDA (about 12 GB of working memory) and 2**23 on CPU. ``method``: ``"auto"`` (nifty-ls
+    on a CPU when installed, else the torch path), ``"torch"`` or ``"nifty"``.
     """
     peaks = best_frequencies(
         times,
@@ -153,6 +159,7 @@ def estimate_periods(
         min_points=min_points,
         device=device,
         max_cells=max_cells,
+        method=method,
     )
     return peaks.period
 
@@ -173,6 +180,7 @@ def best_frequencies(
     min_points: int = DEFAULT_MIN_POINTS,
     device: str | torch.device | None = None,
     max_cells: int | None = None,
+    method: str = "auto",
 ) -> PeriodogramPeaks:
     """The periodogram maximum of each light curve (see :func:`estimate_periods`)."""
     _check_search(min_period, max_period, oversample)
@@ -186,6 +194,13 @@ def best_frequencies(
     power = np.full(n, np.nan)
     usable = np.flatnonzero((points.counts >= min_points) & (points.baseline > 0))
     df, k_first, k_last = _grids(points.baseline[usable], min_period, max_period, oversample)
+    if method not in ("auto", "torch", "nifty"):
+        raise ValueError(f"method must be auto, torch or nifty, got {method!r}")
+    if method == "nifty" or (method == "auto" and dev.type == "cpu" and _nifty() is not None):
+        for j, i in enumerate(usable):
+            index, best = _nifty_peak(points, int(i), float(df[j]), int(k_first[j]), int(k_last[j]))
+            frequency[i], power[i] = index * df[j], best
+        return PeriodogramPeaks(frequency=frequency, power=power, n_points=points.counts)
     lengths = fft_lengths_for(k_last)
     for length in np.unique(lengths):  # one batched FFT length per group
         members = np.flatnonzero(lengths == length)
@@ -196,6 +211,34 @@ def best_frequencies(
             frequency[usable[part]] = index * df[part]
             power[usable[part]] = best
     return PeriodogramPeaks(frequency=frequency, power=power, n_points=points.counts)
+
+
+def _nifty():
+    """nifty-ls (Flatiron's non-uniform FFT Lomb-Scargle), the CPU path when installed."""
+    try:
+        import nifty_ls
+    except ImportError:
+        return None
+    return nifty_ls
+
+
+def _nifty_peak(points: _Points, curve: int, df: float, k_first: int, k_last: int) -> tuple[int, float]:
+    """Best index ``k`` and power of one curve on the same grid, with nifty-ls (CPU).
+
+    The same floating-mean, error-weighted periodogram on the same frequencies (``fit_mean``,
+    ``center_data``, standard normalisation): on 300 real light curves of data/lightcurves it
+    picks the same period for every one, twice as fast as the torch path on 2 CPU cores
+    (`broker-filter bench period`). One curve at a time, so a curve's period never depends on
+    which others share its batch.
+    """
+    start, count = int(points.start[curve]), int(points.counts[curve])
+    t = points.t[start:start + count]
+    y = points.y[start:start + count]
+    dy = 1.0 / np.sqrt(points.w[start:start + count])
+    result = _nifty().lombscargle(t - t[0], y, dy, fmin=k_first * df, fmax=k_last * df, Nf=k_last - k_first + 1,
+                                  fit_mean=True, center_data=True, nthreads=max(1, torch.get_num_threads()))
+    best = int(np.argmax(result.power))
+    return k_first + best, float(result.power[best])
 
 
 def _check_search(min_period: float, max_period: float, oversample: float) -> None:

@@ -44,12 +44,13 @@ def test_recovers_catalogue_periods_of_stripe82_rr_lyrae(stripe82):
     assert recovered.mean() >= 0.6, f"recovered {recovered.sum()}/{len(g_band)}"
 
 
-def test_same_best_frequency_as_astropy_on_real_light_curves(stripe82, asas3):
+@pytest.mark.parametrize("method", ["torch", "nifty"])
+def test_same_best_frequency_as_astropy_on_real_light_curves(stripe82, asas3, method):
     rng = np.random.default_rng(1)
     sample = [stripe82[i] for i in rng.choice(len(stripe82), 6, replace=False)]
     sample += [asas3[i] for i in rng.choice(len(asas3), 6, replace=False)]
     search = {"min_period": 0.5, "max_period": 100.0}
-    peaks = best_frequencies(*_arrays(sample), device="cpu", **search)
+    peaks = best_frequencies(*_arrays(sample), device="cpu", method=method, **search)
     for lc, ours, our_power in zip(sample, peaks.frequency, peaks.power):
         grid = frequency_grid(float(np.ptp(lc.time)), **search)
         power = LombScargle(lc.time, lc.mag, lc.mag_err).power(grid.frequencies, method="fast", assume_regular_frequency=True)
@@ -58,11 +59,12 @@ def test_same_best_frequency_as_astropy_on_real_light_curves(stripe82, asas3):
         assert our_power == pytest.approx(power[best], rel=1e-4)
 
 
-def test_batch_padding_and_chunking_do_not_change_results(stripe82, asas3):
+@pytest.mark.parametrize("method", ["torch", "nifty"])
+def test_batch_padding_and_chunking_do_not_change_results(stripe82, asas3, method):
     curves = [stripe82[0], asas3[0], stripe82[7], asas3[3]]
-    together = estimate_periods(*_arrays(curves), device="cpu", **RRL_SEARCH)
-    alone = [estimate_period(lc.time, lc.mag, lc.mag_err, device="cpu", **RRL_SEARCH) for lc in curves]
-    one_at_a_time = estimate_periods(*_arrays(curves), device="cpu", max_cells=1, **RRL_SEARCH)
+    together = estimate_periods(*_arrays(curves), device="cpu", method=method, **RRL_SEARCH)
+    alone = [estimate_period(lc.time, lc.mag, lc.mag_err, device="cpu", method=method, **RRL_SEARCH) for lc in curves]
+    one_at_a_time = estimate_periods(*_arrays(curves), device="cpu", max_cells=1, method=method, **RRL_SEARCH)
     np.testing.assert_allclose(together, alone, rtol=1e-12)
     np.testing.assert_allclose(together, one_at_a_time, rtol=1e-12)
 
@@ -110,3 +112,22 @@ def test_grid_spans_the_search_range_at_the_documented_spacing():
     assert f[0] >= 1 / 1000.0 and f[0] - grid.df < 1 / 1000.0
     assert f[-1] <= 1 / 0.03 and f[-1] + grid.df > 1 / 0.03
     assert grid.fft_length >= FFT_OVERSAMPLING * (grid.k_last + 1)
+
+
+def test_the_cpu_path_nifty_ls_finds_the_torch_paths_period_on_real_curves(stripe82, asas3):
+    """The CPU backend swap must not move a single served period (default search, 60 real curves)."""
+    rng = np.random.default_rng(3)
+    sample = [stripe82[i] for i in rng.choice(len(stripe82), 30, replace=False)]
+    sample += [asas3[i] for i in rng.choice(len(asas3), 30, replace=False)]
+    torch_path = estimate_periods(*_arrays(sample), device="cpu", method="torch")
+    nifty_path = estimate_periods(*_arrays(sample), device="cpu", method="nifty")
+    np.testing.assert_allclose(nifty_path, torch_path, rtol=1e-9)
+
+
+def test_a_curves_period_does_not_depend_on_the_curves_beside_it(stripe82, asas3):
+    """Batches of 1, 7 and 13 give bit-identical periods (issue 18: records must not depend on batch composition)."""
+    curves = list(stripe82[:13]) + list(asas3[:13])
+    whole = estimate_periods(*_arrays(curves), device="cpu")
+    for size in (1, 7, 13):
+        parts = np.concatenate([estimate_periods(*_arrays(curves[i:i + size]), device="cpu") for i in range(0, len(curves), size)])
+        assert np.array_equal(parts, whole, equal_nan=True), size

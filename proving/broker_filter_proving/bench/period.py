@@ -77,6 +77,16 @@ def run(args: argparse.Namespace) -> BenchResult:
         ["astropy fast, 1 process", len(timed), astropy_rate, 1.0],
         [f"astropy fast, {args.workers} processes", len(sampled), pool_rate, pool_rate / astropy_rate],
     ]
+    if device.startswith("cpu"):  # the CPU path is nifty-ls: time our torch path beside it, same curves
+        torch_rate, torch_windows, _ = _time_ours(windows * args.copies, search, args, method="torch")
+        torch_rate_whole, torch_whole, _ = _time_ours(whole, search, args, repeats=1, method="torch")
+        _, nifty_whole, _ = _time_ours(whole, search, args, repeats=1)
+        rows.append([f"our torch path ({device})", len(windows) * args.copies, torch_rate, torch_rate / astropy_rate])
+        same = int(np.sum(np.isclose(torch_windows[: len(windows)], ours_windows, rtol=1e-9, equal_nan=True)))
+        same_whole = int(np.sum(np.isclose(torch_whole, nifty_whole, rtol=1e-9, equal_nan=True)))
+        rows[0][0] = f"ours: nifty-ls ({device})"
+        cpu_note = (f"nifty-ls against our torch path on the CPU: {ours_rate / torch_rate:.2f}x on the windows; the same period on "
+                    f"{same}/{len(windows)} windows and {same_whole}/{len(whole)} whole light curves")
     notes = [
         f"{args.points}-point light curves: {len(windows)} consecutive windows of {len({w[0] for w in windows})} ASAS-3 V light curves",
         f"grid: {search['min_period']} d to {search['max_period']} d, 5 points per peak width (broker_filter.model.period docstring)",
@@ -85,6 +95,8 @@ def run(args: argparse.Namespace) -> BenchResult:
         f"curves of ASAS-3 and Stripe 82 ({100 * agree_whole[0] / max(1, agree_whole[1]):.2f}%)",
         f"ours against astropy on all {args.workers} cores: {ours_rate / pool_rate:.1f}x",
     ]
+    if device.startswith("cpu"):
+        notes.append(cpu_note)
     return BenchResult(
         name="period",
         columns=["estimator", "light curves", "periods/s", "x astropy (1 process)"],
@@ -127,7 +139,7 @@ def _as_arrays(curves) -> tuple[list, list, list]:
     return [c.time for c in curves], [c.mag for c in curves], [c.mag_err for c in curves]
 
 
-def _time_ours(curves, search: dict, args: argparse.Namespace, repeats: int | None = None):
+def _time_ours(curves, search: dict, args: argparse.Namespace, repeats: int | None = None, method: str = "auto"):
     """Median periods/s of :func:`broker_filter.model.period.best_frequencies` (after one warm-up call)."""
     import torch
 
@@ -136,13 +148,13 @@ def _time_ours(curves, search: dict, args: argparse.Namespace, repeats: int | No
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device))
     t, y, e = _as_arrays(curves)
-    peaks = best_frequencies(t, y, e, device=device, **search)  # warm-up: CUDA context, cuFFT plans
+    peaks = best_frequencies(t, y, e, device=device, method=method, **search)  # warm-up: CUDA context, cuFFT plans
     rates = []
     for _ in range(repeats or args.repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        peaks = best_frequencies(t, y, e, device=device, **search)
+        peaks = best_frequencies(t, y, e, device=device, method=method, **search)
         rates.append(len(curves) / (time.perf_counter() - start))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     return statistics.median(rates), peaks.frequency, name
