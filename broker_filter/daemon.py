@@ -355,6 +355,7 @@ class Daemon:
     def _on_assign(self, partitions: list[TopicPartitionKey]) -> None:
         self._assigned = sorted(set(self._assigned) | set(partitions))
         log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in partitions))
+        self.metrics.ready.set()  # bundle loaded (the pipeline exists) and in the group, even with no partition to own
 
     def _on_revoke(self, partitions: list[TopicPartitionKey]) -> None:
         log.info("revoking %d partitions: committing work in flight", len(partitions))

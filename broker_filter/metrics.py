@@ -9,7 +9,9 @@ default: metrics reveal object ids in no label, but exposing a port is the opera
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -30,6 +32,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        #: set by the daemon once its bundle is loaded and the group has given it its partitions
+        self.ready = threading.Event()
         r, p = self.registry, PREFIX
         # the standard process_*, python_info and python_gc_* families (memory, CPU, open files)
         ProcessCollector(registry=r)
@@ -77,9 +81,30 @@ class Metrics:
         )
 
     def serve(self, host: str, port: int) -> None:
-        """Start the HTTP exposition thread (``port`` 0: no endpoint)."""
-        if port:
-            start_http_server(port, addr=host, registry=self.registry)
+        """Start the HTTP thread (``port`` 0: no endpoint): ``/metrics`` for Prometheus, and
+        ``/ready`` (200 once :attr:`ready` is set, 503 before) for a Kubernetes readiness probe."""
+        if not port:
+            return
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from prometheus_client import make_wsgi_app
+        from prometheus_client.exposition import ThreadingWSGIServer
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args) -> None:  # a scrape every 15 s is not news
+                pass
+
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") == "/ready":
+                ready = self.ready.is_set()
+                start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"ready\n" if ready else b"starting: bundle loading or partitions not assigned yet\n"]
+            return metrics_app(environ, start_response)
+
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=Quiet)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (tests and summaries); 0 when never set."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import urllib.request
 
+import pytest
+
 from broker_filter.metrics import Metrics
 
 AGREED = (
@@ -81,3 +83,18 @@ def test_a_replay_exports_its_build_and_the_distribution_of_what_it_served(label
     low = sum(1 for r in scored if r["novelty_p_value"] <= 0.05)
     assert metrics.value("novelty_p_value_bucket", le="0.05") == low
     assert metrics.registry.get_sample_value("process_resident_memory_bytes") > 0  # the standard process collector
+
+
+def test_ready_answers_503_until_the_daemon_says_it_is_ready():
+    import urllib.error
+
+    metrics = Metrics()
+    port = _free_port()
+    metrics.serve("127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}/ready"
+    with pytest.raises(urllib.error.HTTPError) as starting:
+        urllib.request.urlopen(url, timeout=10)
+    assert starting.value.code == 503
+    metrics.ready.set()
+    assert urllib.request.urlopen(url, timeout=10).status == 200
+    assert b"broker_filter_" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()

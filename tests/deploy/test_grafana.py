@@ -60,10 +60,16 @@ def test_every_exported_metric_is_on_the_dashboard(exposition) -> None:
     assert {f"broker_filter_{name}" for name in METRIC_CONTRACT} <= set(exposition)
 
 
-def test_panels_use_the_provisioned_datasource_and_do_not_overlap() -> None:
+def test_panels_use_the_datasource_variable_and_do_not_overlap() -> None:
+    """Every query reads ``${datasource}``: the dashboard imports into any Grafana, whatever its Prometheus uid."""
     datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yaml").read_text())
-    (uid,) = [source["uid"] for source in datasource["datasources"]]
+    (provisioned,) = [source["uid"] for source in datasource["datasources"]]
+    uid = "${datasource}"
     dashboard = json.loads(DASHBOARD.read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert variable["type"] == "datasource" and variable["query"] == "prometheus"
+    assert variable["current"]["value"] == provisioned  # the provisioned one is the default choice
+    assert "\"uid\": \"prometheus\"" not in DASHBOARD.read_text()
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     occupied: set[tuple[int, int]] = set()

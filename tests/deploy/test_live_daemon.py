@@ -122,6 +122,7 @@ def test_deployed_daemon(kafka_bootstrap: str, kafka_topic_factory, payloads: li
                                    stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         _wait_until_accounted(process, metrics_url, names, alerts_in, log)
+        assert httpx.get(metrics_url.replace("/metrics", "/ready"), timeout=5).status_code == 200  # the readiness probe
         _check_exposition(httpx.get(metrics_url, timeout=5).text)
         _check_prometheus(prometheus_tools, metrics_url, alerts_in, tmp_path)
     finally:

@@ -268,3 +268,54 @@ def test_every_command_line_in_the_deployment_files_parses() -> None:
     for where, argv in command_lines.items():
         args = build_parser().parse_args(argv)
         assert callable(args.handler), where
+
+
+KUBERNETES_VERSION = "1.30"
+
+
+def _documents(directory: Path) -> list[tuple[str, dict]]:
+    return [(path.name, doc) for path in sorted(directory.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+            if doc and doc.get("kind") != "Kustomization"]
+
+
+def test_every_base_manifest_is_valid_against_the_kubernetes_schema() -> None:
+    """Schemas of the Kubernetes API itself (kubernetes-validate, strict: unknown fields fail too)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+    problems = []
+    for name, document in _documents(DEPLOY / "kubernetes" / "base"):
+        try:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        except Exception as error:  # noqa: BLE001 - a validation error of any kind is the finding
+            problems.append(f"{name} {document['kind']}: {str(error).splitlines()[0][:300]}")
+    assert problems == []
+
+
+def test_the_statefulset_is_ready_only_when_the_daemon_says_so_and_reads_sasl_from_a_secret() -> None:
+    statefulset = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "statefulset.yaml").read_text())
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    (password,) = [e for e in container["env"] if e["name"] == "KAFKA_PASSWORD"]
+    secret = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "secret.example.yaml").read_text())
+    assert password["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "password", "optional": True}
+    assert "secret.example.yaml" not in yaml.safe_load((DEPLOY / "kubernetes" / "base" / "kustomization.yaml").read_text())["resources"]
+    config = (DEPLOY / "kubernetes" / "base" / "broker-filter.toml").read_text()
+    assert '"sasl.password.env" = "KAFKA_PASSWORD"' in config
+
+
+def test_the_prometheus_operator_objects_are_generated_from_the_rules_and_the_service() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_prometheus_operator", DEPLOY / "tools" / "gen_prometheus_operator.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    rendered = generator.render()
+    folder = DEPLOY / "kubernetes" / "monitoring"
+    for name, text in rendered.items():
+        assert (folder / name).read_text() == text, f"{name} is stale: python deploy/tools/gen_prometheus_operator.py"
+    rule = yaml.safe_load(rendered["prometheusrule.yaml"])
+    assert rule["spec"]["groups"] == yaml.safe_load((DEPLOY / "prometheus" / "rules" / "broker-filter.yml").read_text())["groups"]
+    monitor = yaml.safe_load(rendered["servicemonitor.yaml"])
+    service = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "service.yaml").read_text())
+    assert monitor["spec"]["endpoints"][0]["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= {"app.kubernetes.io/name": "broker-filter"}.items()
