@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from broker_filter.logging_setup import fatal, warn
+from broker_filter.logging_setup import fatal, progress_bar, warn
 
 
 @dataclass
@@ -94,7 +94,7 @@ def _produce(args: argparse.Namespace) -> int:
     summary = ProduceSummary(next=args.start_at)
     started = time.monotonic()
     try:
-        for position, item in enumerate(items):
+        for position, item in enumerate(progress_bar(items, desc="produce", unit=" alerts")):
             if position < args.start_at:
                 continue
             _send(sink, item, args, summary, started)

@@ -19,7 +19,9 @@ file exists is not run again (``resume``): a run cut short loses only the folds 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -32,7 +34,10 @@ from sklearn.model_selection import StratifiedKFold
 from broker_filter.model.classes import ClassMapping
 from broker_filter.model.data import LightCurve
 from broker_filter.model.evaluate import N_POINTS_GRID, EvalObject, evaluate_split, group_objects, periods_of, split_objects
+from broker_filter.model.progress import progress_bar
 from broker_filter.model.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
 
 FOLDS_DIR = "folds"
 
@@ -83,15 +88,20 @@ def run_crossval(
     assignment = fold_assignment(objects, plan.folds, plan.seed)
     todo = [k for k in range(plan.folds) if not (plan.resume and _fold_path(out_dir, k).is_file())]
     curves = [curve for obj in objects for curve in obj.curves] if todo else []
+    log.info("cross-validation: %d folds to run (%d kept from an earlier run); periods of %d light curves first",
+             len(todo), plan.folds - len(todo), len(curves))
     estimated = periods_of(curves, preprocess, known_periods or {}) if curves else []
     periods = {(c.object_id, c.band): float(p) for c, p in zip(curves, estimated)}
     tasks = [(plan, objects, assignment, periods, k, str(out_dir)) for k in todo]
-    if plan.jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=min(plan.jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
-            list(pool.map(_run_fold, tasks))
-    else:
-        for task in tasks:
-            _run_fold(task)
+    with progress_bar(total=len(tasks), desc="cross-validation", unit="fold") as bar:
+        if plan.jobs > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(max_workers=min(plan.jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
+                for _ in pool.map(_run_fold, tasks):
+                    bar.update(1)
+        else:
+            for task in tasks:
+                _run_fold(task)
+                bar.update(1)
     return [json.loads(_fold_path(out_dir, k).read_text()) for k in range(plan.folds)]
 
 
@@ -103,6 +113,8 @@ def _run_fold(task) -> None:
     """One fold, in this process or a worker: train, evaluate, write its JSON."""
     plan, objects, assignment, periods, fold, out_dir = task
     import torch
+
+    started = time.monotonic()
 
     if plan.jobs > 1:  # share the CPU cores between the parallel folds
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.jobs))
@@ -120,6 +132,8 @@ def _run_fold(task) -> None:
     path = _fold_path(Path(out_dir), fold)
     path.with_suffix(".tmp").write_text(json.dumps(result))
     path.with_suffix(".tmp").replace(path)
+    log.info("fold %d of %d: accuracy %.3f, macro F1 %.3f (%.0f s)", fold + 1, plan.folds, result.get("accuracy", float("nan")),
+             result.get("macro_f1", float("nan")), time.monotonic() - started)
 
 
 # ---------------------------------------------------------------------------------------

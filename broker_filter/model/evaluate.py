@@ -35,6 +35,8 @@ What is counted, and how:
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +59,7 @@ from broker_filter.model.metrics import (
 from broker_filter.model.calibration import CALIBRATION_PREFIXES, LEVELS, point_bins, reliability
 from broker_filter.model.scores import THRESHOLD_KEYS, calibrated_probs, combine_chunks, novelty
 
+log = logging.getLogger(__name__)
 #: Truncation points for ``accuracy_by_n_points`` (detections since the first one).
 N_POINTS_GRID = (20, 30, 50, 100, 200, 500)
 #: Chunks per forward pass when scoring.
@@ -284,9 +287,12 @@ def evaluate_split(
     if not split.novel:
         raise EvaluationError("no novel objects: novelty needs the never-trained classes in the data")
     class_names = list(bundle.class_names)
+    started = time.monotonic()
+    log.info("evaluate: scoring %d training, %d test and %d novel objects", len(split.train), len(split.test), len(split.novel))
     train, test, novel = (
         score_group(bundle, objects, device, periods) for objects in (split.train, split.test, split.novel)
     )
+    log.info("evaluate: scored in %.0f s; fitting the baselines, then the figures by number of points", time.monotonic() - started)
 
     truth = [obj.label for obj in test.scored_objects]
     predicted = [class_names[k] for k in test.combined.log_probs.argmax(axis=1)]
@@ -305,6 +311,7 @@ def evaluate_split(
     }
     forests = _fit_forests(train, class_names, seed)
     stream = stream_figures(bundle, split.test, device, forests, n_points_grid)
+    log.info("evaluate: done in %.0f s", time.monotonic() - started)
     whole_probs = calibrated_probs(test.combined.log_probs, bundle.calibration, test.combined.n_points)
     correct = np.array([class_names[k] == label for k, label in zip(whole_probs.argmax(axis=1), truth)])
     return {

@@ -125,3 +125,21 @@ def test_url_credentials_never_reach_a_log_line(log_format: str) -> None:
         log.exception("lookup failed")
     text = stream.getvalue()
     assert "s3cret" not in text and text.count("://***@registry:8081") == 3
+
+
+def test_a_hidden_bar_logs_progress_with_an_eta_instead_of_staying_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal (systemd, CI, JSON logs) a long command still says how far it is."""
+    import broker_filter.model.progress as progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream)
+    bar = progress_bar(total=10, desc="evaluate folds", unit="fold")
+    for _ in range(4):
+        clock[0] += 20.0
+        bar.update(1)
+    bar.close()
+    lines = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert lines[0] == "evaluate folds: 2/10 fold in 40 s (0.1 fold/s, about 160 s left)"
+    assert lines[-1].startswith("evaluate folds: 4/10 fold in 80 s") and lines[-1].endswith("done")
