@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from broker_filter.logging_setup import fatal, report
+from broker_filter.logging_setup import fatal, progress_bar, report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     try:
-        summary = simulate(args.lightcurves, args.out, cfg)
+        with progress_bar(desc="simulate", unit=" alerts") as bar:
+            summary = simulate(args.lightcurves, args.out, cfg, on_alert=bar.update)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         return fatal(f"broker-filter simulate: {exc}")
     seconds = time.perf_counter() - started
     report(f"{summary.alerts} alerts of {summary.objects} objects -> {summary.archive} "
-          f"(labels: {summary.labels}; {summary.dropped_points} points in unmapped bands or invalid dropped; "
-          f"{seconds:.1f} s, {summary.alerts / max(seconds, 1e-9):,.0f} alerts/s)")
+           f"(labels: {summary.labels}; {summary.dropped_points} points in unmapped bands or invalid dropped; "
+           f"{seconds:.1f} s, {summary.alerts / max(seconds, 1e-9):,.0f} alerts/s)")
     return 0

@@ -26,7 +26,7 @@ import io
 import json
 import math
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -371,8 +371,12 @@ def _alerts(encoder: _Encoder, history_days: float) -> Iterator[tuple[int, bytes
         yield encoder.record(row, range(lo, row))
 
 
-def simulate(lightcurves: Path | str, out: Path | str, cfg: SimulationConfig = SimulationConfig()) -> SimulationSummary:
-    """Write the alert archive (folder, or ``.tar.gz`` of one-alert files) and its labels."""
+def simulate(lightcurves: Path | str, out: Path | str, cfg: SimulationConfig = SimulationConfig(),
+             on_alert: Callable[[], None] | None = None) -> SimulationSummary:
+    """Write the alert archive (folder, or ``.tar.gz`` of one-alert files) and its labels.
+
+    ``on_alert`` is called after each alert is encoded (the command's progress bar).
+    """
     lightcurves, out = Path(lightcurves), Path(out)
     for name in ("objects.csv", "lightcurves.parquet"):
         if not (lightcurves / name).is_file():
@@ -381,10 +385,18 @@ def simulate(lightcurves: Path | str, out: Path | str, cfg: SimulationConfig = S
     encoder = _Encoder(cfg, data)
     history = cfg.history_days if cfg.history_days is not None else HISTORY_DAYS[cfg.survey]
     alerts = _alerts(encoder, history)
+    if on_alert is not None:
+        alerts = _reporting(alerts, on_alert)
     count = _write_tar(out, encoder, alerts) if out.name.endswith((".tar.gz", ".tgz")) else _write_folder(out, encoder, alerts, cfg.alerts_per_file)
     labels = _write_labels(labels_path(out), encoder)
     bands = pd.Series(data.band).value_counts().to_dict()
     return SimulationSummary(count, len(data.meta), out, labels, data.dropped, {str(k): int(v) for k, v in bands.items()})
+
+
+def _reporting(alerts: Iterator[tuple[int, bytes]], on_alert: Callable[[], None]) -> Iterator[tuple[int, bytes]]:
+    for alert in alerts:
+        yield alert
+        on_alert()
 
 
 def _write_tar(out: Path, encoder: _Encoder, alerts: Iterator[tuple[int, bytes]]) -> int:
