@@ -56,6 +56,7 @@ from broker_filter.model.metrics import (
     novelty_metrics,
     percentile_thresholds,
 )
+from broker_filter.model.progress import progress_bar
 from broker_filter.model.calibration import CALIBRATION_PREFIXES, LEVELS, point_bins, reliability
 from broker_filter.model.scores import THRESHOLD_KEYS, calibrated_probs, combine_chunks, novelty
 
@@ -272,6 +273,12 @@ def score_group(
     return Scored(objects, chunks, combine_objects(chunks))
 
 
+def _stage(bar, value):
+    """``value``, once the step that made it is counted on ``bar``."""
+    bar.update(1)
+    return value
+
+
 def evaluate_split(
     bundle: ModelBundle,
     split: Split,
@@ -289,8 +296,9 @@ def evaluate_split(
     class_names = list(bundle.class_names)
     started = time.monotonic()
     log.info("evaluate: scoring %d training, %d test and %d novel objects", len(split.train), len(split.test), len(split.novel))
+    stages = progress_bar(total=5, desc="evaluate", unit="stage")  # train, test, novel, baselines, by number of points
     train, test, novel = (
-        score_group(bundle, objects, device, periods) for objects in (split.train, split.test, split.novel)
+        _stage(stages, score_group(bundle, objects, device, periods)) for objects in (split.train, split.test, split.novel)
     )
     log.info("evaluate: scored in %.0f s; fitting the baselines, then the figures by number of points", time.monotonic() - started)
 
@@ -309,8 +317,9 @@ def evaluate_split(
                "auroc_energy": novelty_metrics(test.combined.energy, novel_energy[name], bundle.thresholds)["auroc"]}
         for name in novelty_sets
     }
-    forests = _fit_forests(train, class_names, seed)
-    stream = stream_figures(bundle, split.test, device, forests, n_points_grid)
+    forests = _stage(stages, _fit_forests(train, class_names, seed))
+    stream = _stage(stages, stream_figures(bundle, split.test, device, forests, n_points_grid))
+    stages.close()
     log.info("evaluate: done in %.0f s", time.monotonic() - started)
     whole_probs = calibrated_probs(test.combined.log_probs, bundle.calibration, test.combined.n_points)
     correct = np.array([class_names[k] == label for k, label in zip(whole_probs.argmax(axis=1), truth)])

@@ -61,6 +61,18 @@ def _progress(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
+def _counter(total: int, what: str):
+    """A callback for the scenario's on_kill / on_stop: 'kill 3/20 after 41 s, about 232 s left: {...}'."""
+    started = time.monotonic()
+
+    def step(k: int, entry: dict) -> None:
+        elapsed = time.monotonic() - started
+        left = elapsed / (k + 1) * (total - k - 1)
+        _progress(f"{what} {k + 1}/{total} after {elapsed:.0f} s, about {left:.0f} s left: {entry}")
+
+    return step
+
+
 def _report(row: str, details: dict[str, Any], out: Path | None) -> None:
     text = json.dumps(details, indent=1, default=str)
     print(row)
@@ -107,14 +119,14 @@ def _kafka_scenario(args: argparse.Namespace, workdir: Path) -> int:
                 # static membership: a restarted incarnation takes its predecessor's partitions at once
                 target = Deployment.named(broker.bootstrap, name, client={"group.instance.id": f"{name}-0"})
                 outcome = crash_run(target, stream, reference, workdir, kills=args.kills, seed=args.seed, partitions=args.partitions,
-                                    sections=sections, on_kill=lambda k, e: _progress(f"kill {k + 1}/{args.kills}: {e}"))
+                                    sections=sections, on_kill=_counter(args.kills, "kill"))
             else:
                 from broker_filter_proving.reliability.scenarios import broker_restart_run
 
                 stops = [s.strip() for s in args.stops.split(",") if s.strip()]
                 outcome = broker_restart_run(broker, Deployment.named(broker.bootstrap, name), stream, reference, workdir, stops=stops,
                                              seed=args.seed, downtime_s=args.downtime, partitions=args.partitions, sections=sections,
-                                             on_stop=lambda k, e: _progress(f"broker stop {k + 1}/{len(stops)}: {e}"))
+                                             on_stop=_counter(len(stops), "broker stop"))
             outcome.details["reference_seconds"] = round(reference.seconds, 1)
     outcome.details["settings"] = {"objects": args.objects, "seed": args.seed, "partitions": args.partitions, **sections}
     _report(outcome.row(), outcome.details, args.out)
