@@ -56,7 +56,6 @@ from broker_filter.pipeline import Pipeline, Slot
 from broker_filter.rekey import Rekeyer
 from broker_filter.streams.codec import SchemaRegistryUnavailable
 from broker_filter.streams.kafka import (
-    DeliveryError,
     FatalProducerError,
     KafkaMessage,
     KafkaSink,
@@ -64,6 +63,7 @@ from broker_filter.streams.kafka import (
     KafkaSourceError,
     TopicPartitionKey,
     TransactionAbortedError,
+    commit_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -263,21 +263,15 @@ class Daemon:
     def _commit(self, outputs: list[Output], offsets: dict[TopicPartitionKey, int]) -> bool:
         """Produce and commit one batch; False if it was aborted (the caller re-reads its input)."""
         try:
-            if self.exactly_once:
-                self.sink.begin()
-                self._produce(outputs)
-                self.pipeline.store.flush()
-                self.sink.send_offsets(offsets, self.source.group_metadata())
-                self.sink.commit()
-            else:
-                self._produce(outputs)
-                self.sink.flush()
-                self.pipeline.store.flush()
-                self.source.commit(offsets)
+            aborted = commit_batch(self.sink, self.source, offsets, lambda: self._produce(outputs),
+                                   exactly_once=self.exactly_once, before_offsets=self.pipeline.store.flush)
         except FatalProducerError as error:
             raise DaemonError(f"{error} (another instance with this transactional_id?)") from error
-        except (TransactionAbortedError, DeliveryError, KafkaException) as error:
-            self._abort(error)
+        except (TransactionAbortedError, KafkaException) as error:
+            raise DaemonError(f"cannot abort the transaction: {error}") from error
+        if aborted is not None:
+            log.warning("batch aborted, its input will be read again: %s", aborted)
+            self.metrics.transactions.labels("aborted").inc()
             return False
         self.metrics.transactions.labels("committed").inc()
         self.metrics.last_output_timestamp.set(time.time())
@@ -291,16 +285,6 @@ class Daemon:
                 log.warning("an output record too large for the brokers was dead-lettered: %s", dict(item.headers)["detail"].decode())
                 self.metrics.alerts_dead_lettered.labels(OUTPUT_TOO_LARGE).inc()
             self.sink.produce(self.topics[item.kind], item.value, key=item.key, headers=item.headers)
-
-    def _abort(self, error: Exception) -> None:
-        """The batch failed: make sure its transaction is aborted; the caller re-reads its input."""
-        log.warning("batch aborted, its input will be read again: %s", error)
-        if self.exactly_once and not isinstance(error, TransactionAbortedError):  # the sink aborted those already
-            try:
-                self.sink.abort()
-            except (TransactionAbortedError, FatalProducerError, KafkaException) as abort_error:
-                raise DaemonError(f"cannot abort the transaction: {abort_error}") from abort_error
-        self.metrics.transactions.labels("aborted").inc()
 
     def _forget_uncommitted(self) -> None:
         for flight in self._in_flight:

@@ -27,7 +27,7 @@ from broker_filter.pipeline import decoder_from_config
 from broker_filter.streams.alert import DecodeError
 from broker_filter.streams.codec import MAX_PAYLOAD_BYTES, SchemaRegistryUnavailable
 from broker_filter.streams.kafka_admin import topic_max_message_bytes
-from broker_filter.streams.kafka import KafkaMessage, KafkaSink, KafkaSource, TransactionAbortedError
+from broker_filter.streams.kafka import KafkaMessage, KafkaSink, KafkaSource, commit_batch
 
 log = logging.getLogger(__name__)
 KAFKA_LOG = logging.getLogger("librdkafka")
@@ -95,19 +95,13 @@ class Rekeyer:
             source.rewind(_first_offsets(messages))
             self._stop.wait(error.retry_in)
             return
-        try:
-            if self.exactly_once:
-                sink.begin()
+        def produce() -> None:
             for message, key in zip(messages, keys):
                 self._copy(sink, message, key)
-            if self.exactly_once:
-                sink.send_offsets(offsets, source.group_metadata())
-                sink.commit()
-            else:
-                sink.flush()
-                source.commit(offsets)
-        except TransactionAbortedError as error:
-            log.warning("re-keying transaction aborted, re-reading: %s", error)
+
+        aborted = commit_batch(sink, source, offsets, produce, exactly_once=self.exactly_once)
+        if aborted is not None:
+            log.warning("re-keying batch aborted, re-reading: %s", aborted)
             source.rewind(_first_offsets(messages))
 
     def _copy(self, sink: KafkaSink, message: KafkaMessage, key: bytes | None) -> None:

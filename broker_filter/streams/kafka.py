@@ -367,6 +367,43 @@ class DeliveryCounts:
             self.failures.append(DeliveryFailure(message.topic(), message.partition(), message.key(), error.str()))
 
 
+
+def commit_batch(sink: KafkaSink, source: KafkaSource, offsets: Mapping[TopicPartitionKey, int],
+                 produce: Callable[[], None], *, exactly_once: bool, before_offsets: Callable[[], None] = lambda: None) -> Exception | None:
+    """Write a batch's outputs and commit its input offsets with them; the one commit sequence
+    of every stage that consumes and produces (the daemon, the re-keying stage).
+
+    Exactly once: one transaction holds the outputs and the offsets. At least once: the
+    outputs are flushed before the offsets are committed, so a crash between the two
+    repeats outputs and loses none. ``before_offsets`` runs after the outputs are queued and
+    before the offsets go (the daemon flushes its state there). Returns None once committed,
+    or the error of an aborted batch (its transaction aborted), which the caller re-reads.
+    :class:`FatalProducerError` (fenced by a newer instance) propagates, and so does a
+    failure to abort.
+    """
+    from confluent_kafka import KafkaException
+
+    try:
+        if exactly_once:
+            sink.begin()
+            produce()
+            before_offsets()
+            sink.send_offsets(offsets, source.group_metadata())
+            sink.commit()
+        else:
+            produce()
+            sink.flush()
+            before_offsets()
+            source.commit(offsets)
+    except FatalProducerError:
+        raise
+    except (TransactionAbortedError, DeliveryError, KafkaException) as error:
+        if exactly_once and not isinstance(error, TransactionAbortedError):  # the sink aborted those already
+            sink.abort()
+        return error
+    return None
+
+
 class KafkaSink:
     """An idempotent producer, transactional when ``transactional_id`` is given.
 
