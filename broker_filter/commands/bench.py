@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 from broker_filter.commands import proving_installed, register_without_proving
+from broker_filter.logging_setup import fatal
 
 BENCHMARKS = {
     "decode": "Avro alert decoding, with and without cutouts (ZTF 4.02)",
@@ -38,6 +39,9 @@ def _module(name: str):
 
 
 def _run(args: argparse.Namespace) -> int:
-    result = _module(args.benchmark).run(args)
+    try:
+        result = _module(args.benchmark).run(args)
+    except (FileNotFoundError, ValueError) as error:  # a missing sample or data folder: one line, not a traceback
+        return fatal(f"broker-filter bench {args.benchmark}: {error}")
     print(result.to_json() if args.json else result.to_table())
     return 0

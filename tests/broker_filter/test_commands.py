@@ -134,6 +134,14 @@ def test_with_json_logs_every_line_a_command_writes_to_stderr_is_json(command, t
     assert documents[-1]["level"] == "ERROR" and documents[-1]["exit_status"] == done.returncode
 
 
+@pytest.mark.parametrize("argv", [["bench", "decode", "--sample", "/nonexistent/sample.avro"],
+                                  ["kafka", "--state-file", "/nonexistent/state.json", "status"]])
+def test_the_proving_commands_write_only_json_to_stderr_too(argv):
+    done = _cli("--log-format", "json", *argv)
+    assert done.returncode != 0
+    assert all(json.loads(line) for line in done.stderr.strip().splitlines() if line), done.stderr[-2000:]
+
+
 def test_replay_honours_the_command_lines_log_settings_over_the_default(tmp_path):
     for level, shown in (("INFO", True), ("WARNING", False)):
         done = _cli("--log-format", "json", "--log-level", level, "replay", "data/alerts", "--out", str(tmp_path / level), "--no-progress")

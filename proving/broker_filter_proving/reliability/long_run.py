@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _progress(text: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+    from broker_filter.logging_setup import json_logging_active, report
+
+    report(text if json_logging_active() else f"{time.strftime('%H:%M:%S')} {text}")  # a JSON line carries its own time
 
 
 def _counter(total: int, what: str):
