@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 
+import pandas as pd
+
 from broker_filter.api import Classifier
 
 
@@ -33,7 +35,7 @@ def summary(row) -> dict:
         "probability": float(row[f"prob_{row['top_class']}"]),
         "probabilities": {name: float(row[f"prob_{name}"]) for name in classes},
         "energy": float(row["energy"]),
-        "novelty_p_value": None if row["novelty_p_value"] is None else float(row["novelty_p_value"]),
+        "novelty_p_value": None if pd.isna(row["novelty_p_value"]) else float(row["novelty_p_value"]),  # an uncalibrated bundle has none
         "novel": bool(row["novel"]),
         "n_points": int(row["n_points"]),
         "bands_used": list(row["bands_used"]),
