@@ -56,6 +56,9 @@ class Metrics:
         self.objects_held = Gauge(f"{p}objects_held", "Objects whose light curves are held in memory", registry=r)
         self.points_held = Gauge(f"{p}points_held", "Detections held in memory", registry=r)
         self.below_minimum = Counter(f"{p}below_minimum", "Alerts whose object had too few points to score", registry=r)
+        self.points_trimmed = Counter(
+            f"{p}points_trimmed", "Oldest points dropped to keep an object under [state] max_points_per_object", ["reason"], registry=r
+        )
         self.batch_size = Histogram(f"{p}batch_size", "Objects scored per model call", buckets=_BATCH_BUCKETS, registry=r)
         self.inference_latency = Histogram(
             f"{p}inference_latency_seconds", "Model call duration", buckets=_LATENCY_BUCKETS, registry=r

@@ -121,6 +121,8 @@ class Pipeline:
 
     def _merge_and_decide(self, alert: Alert, timestamp_ms: int | None, origin: str) -> Slot:
         merged = self.store.merge(alert)
+        if merged.trimmed:
+            self.metrics.points_trimmed.labels("too_many_points").inc(merged.trimmed)
         decision = self.policy.decide(merged.state, alert.time)
         slot = Slot(alert=alert, decision=decision, timestamp_ms=timestamp_ms, origin=origin)
         if decision.verdict == "score":

@@ -173,6 +173,7 @@ class MergeResult:
 
     state: ObjectState
     new_points: int
+    trimmed: int = 0  # oldest points dropped to keep the object under max_points_per_object
 
 
 class LightCurveStore:
@@ -205,17 +206,18 @@ class LightCurveStore:
             state.bands[band] = series
             if fresh.size:
                 added[band] = fresh
-        new_points = 0
+        new_points = trimmed = 0
         if added:
             state.last_seen = max(state.last_seen, max(s.time[-1] for s in state.bands.values()))
-            if state.trim(self.max_points_per_object):  # the new points may be among those cut
+            trimmed = state.trim(self.max_points_per_object)
+            if trimmed:  # the new points may be among those cut
                 added = {band: fresh[np.isin(fresh, state.bands[band].ids)] for band, fresh in added.items() if band in state.bands}
             new_points = sum(int(fresh.size) for fresh in added.values())
             self._dirty.add(state.object_id)
         self._points += state.n_points - before
         self._objects.move_to_end(state.object_id)
         self._evict_beyond_bound()
-        return MergeResult(state, new_points)
+        return MergeResult(state, new_points, trimmed)
 
     def mark_scored(self, state: ObjectState, when: float, keep_after: float) -> None:
         state.record_scoring(when, keep_after)

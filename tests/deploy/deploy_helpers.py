@@ -55,6 +55,7 @@ METRIC_CONTRACT: dict[str, MetricSpec] = {
     "inference_queue_depth": MetricSpec("gauge"),
     "partitions_paused": MetricSpec("gauge"),
     "schema_registry_waits": MetricSpec("counter"),
+    "points_trimmed": MetricSpec("counter", ("reason",)),
     "build_info": MetricSpec("gauge", ("version", "bundle_id", "classifier")),
     "served_energy": MetricSpec("histogram"),
     "top_class_probability": MetricSpec("histogram"),

@@ -79,6 +79,8 @@ def test_every_bad_input_is_dead_lettered_or_handled_and_the_daemon_goes_on(kafk
     assert [r["object_id"] for r in records][-1] == sentinel_object, "the sentinel sent last was not classified last"
     reasons = {k for k in metrics if k.startswith("broker_filter_alerts_dead_lettered_total")}
     assert sum(metrics[k] for k in reasons) == len(letters)
+    # the 100,000-point alert is classified on its newest points; the rest is counted, with its reason
+    assert metrics['broker_filter_points_trimmed_total{reason="too_many_points"}'] >= MANY_POINTS - MAX_POINTS_PER_OBJECT
     assert MANY_POINTS > MAX_POINTS_PER_OBJECT
 
 
