@@ -207,18 +207,26 @@ def _verdict(name: str, runs: int, stream: Stream, accounting: Accounting, probl
 def crash_run(deployment: Deployment, stream: Stream, reference: Reference, workdir: Path, *, kills: int, seed: int,
               partitions: int = 2, sections: Mapping[str, Mapping[str, Any]] = DAEMON_SECTIONS,
               on_kill: Callable[[int, dict[str, Any]], None] | None = None) -> Outcome:
-    """``kills`` SIGKILLs at random moments, then one clean run to the end; see the module docstring."""
+    """``kills`` SIGKILLs at random moments, then one clean run to the end; see the module docstring.
+
+    The stream is sent in ``kills + 1`` parts, part ``k`` before incarnation ``k`` starts and
+    the last before the clean run: every kill lands before the end of the stream however
+    fast an incarnation is (sent all at once, a fast incarnation's first commit could hold
+    the rest of the stream, and its kill came after the end).
+    """
     rng = random.Random(seed)
     create_topics(deployment, partitions)
-    expected_dead = send(deployment, stream)
+    total = len(stream)
+    bounds = [round(total * k / (kills + 1)) for k in range(kills + 2)]
+    expected_dead: list[str] = []
     state_path = workdir / "state.sqlite"
     config = write_config(workdir / "daemon.toml", deployment, state={"path": str(state_path)}, metrics={"port": 0},
                           **{k: v for k, v in sections.items() if k != "state"})
-    total = len(stream)
     kill_log: list[dict[str, Any]] = []
     started = time.monotonic()
     with OutputWatcher(deployment) as watcher:
         for k in range(kills):
+            expected_dead += send(deployment, _slice(stream, bounds[k], bounds[k + 1]))
             daemon = DaemonProcess(config, workdir / "daemon.log").start()
             moment = _kill_moment(rng, watcher, daemon, total)
             accounted_before_kill = watcher.accounted()
@@ -226,6 +234,7 @@ def crash_run(deployment: Deployment, stream: Stream, reference: Reference, work
             kill_log.append({"after_s": round(moment, 2), "accounted": accounted_before_kill})
             if on_kill is not None:
                 on_kill(k, kill_log[-1])
+        expected_dead += send(deployment, _slice(stream, bounds[-2], bounds[-1]))
         daemon = DaemonProcess(config, workdir / "daemon.log").start()
         try:
             watcher.wait_for(total, alive=daemon.alive)
