@@ -58,7 +58,8 @@ def replay(
     """Run ``pipeline`` over ``sources`` and write the output files; returns the summary written."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    items = iter_archive(list(sources), order="time")  # raises FileNotFoundError before any output
+    # the pipeline's decoder: the config's [decode] and [limits] hold for archives as for Kafka
+    items = iter_archive(list(sources), order="time", decoder=pipeline.decoder)  # raises FileNotFoundError before any output
     out_dir.mkdir(parents=True, exist_ok=True)
     batcher: MicroBatcher = MicroBatcher(max_batch=max_batch, max_wait_ms=float("inf"), max_slots=max(16 * max_batch, 1024))
     tally = _Tally()

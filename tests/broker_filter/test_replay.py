@@ -99,3 +99,13 @@ def test_throttling_scores_each_object_at_most_once_per_interval(tmp_path, label
         elif record["status"] == "throttled":
             assert previous is not None and (record["alert_time_mjd"] - previous) * 86400.0 < interval_s
             assert record["n_points"] >= MIN_POINTS and record["probabilities"] is None
+
+
+def test_a_replay_applies_the_configs_limits_as_the_daemon_does(tmp_path, labelled_stream, inferencer):
+    """[limits] holds for archives too: a window that excludes the stream's epochs dead-letters every alert."""
+    config = make_config(limits={"min_mjd": 70000.0, "future_days": 36500.0})
+    pipeline = pipeline_from_config(config, Metrics(), inferencer)
+    summary = replay([labelled_stream.path], tmp_path, pipeline, max_batch=256, progress=False)
+    letters = read_jsonl(tmp_path / "dead_letter.jsonl")
+    assert len(letters) == len(labelled_stream.payloads) and {r["reason"] for r in letters} == {"time_out_of_range"}
+    assert summary.dead_lettered == len(letters) and summary.alerts_decoded == 0
