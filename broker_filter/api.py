@@ -138,16 +138,10 @@ class Classifier:
             "energy": float(score.energy),
             "novelty_p_value": score.p_value,
             "novel": bool(score.novel[self.novelty_threshold]),
-            "novelty_threshold_energy": self._threshold_at(score.n_points),
+            "novelty_threshold_energy": self.bundle.novelty_cut(score.n_points, self.novelty_threshold),
             "n_points": int(score.n_points),
             "bands_used": bands,
         }
-
-    def _threshold_at(self, n_points: int) -> float:
-        calibration = self.bundle.calibration
-        if calibration is None:
-            return float(self.bundle.thresholds[self.novelty_threshold])
-        return float(calibration.threshold(n_points, self.novelty_threshold)[0])
 
 
 def _points(frame: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import IO, Literal
 
 from broker_filter.config import LoggingConfig
-from broker_filter.model.progress import progress_bar
+from broker_filter.model.progress import machine_readable_logs, progress_bar
 from broker_filter.streams.kafka_config import redact_urls
 
 LogFormat = Literal["text", "json"]
@@ -141,25 +141,20 @@ def setup_logging(config: LoggingConfig, args: argparse.Namespace | None = None)
 def fatal(message: str, status: int = 2) -> int:
     """Say why a command stops, in one line on stderr, and return its exit status.
 
-    A person reads the line as it is; in JSON mode it is one JSON object (level ERROR, logger
-    ``broker_filter``) like every other line, so that a log pipeline indexes the reason a
-    daemon did not start instead of dropping an unparseable line. URL credentials are masked.
+    A person reads the line as it is; in JSON mode it is one JSON object (level ERROR, field
+    ``exit_status``) like every other line, so that a log pipeline indexes the reason a daemon
+    did not start instead of dropping an unparseable line. URL credentials are masked.
     """
-    if json_logging_active():
-        document = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "ERROR",
-                    "logger": "broker_filter", "message": message, "exit_status": status}
-        line = json.dumps(document, ensure_ascii=False)
-    else:
-        line = message
-    print(redact_urls(line), file=sys.stderr, flush=True)
+    report(message, logging.ERROR, exit_status=status)
     return status
 
 
-def report(message: str, level: int = logging.INFO) -> None:
+def report(message: str, level: int = logging.INFO, **fields: object) -> None:
     """What a command tells its user on stderr (a summary, a file written, a table): the text
-    as it is, or in JSON mode one JSON object (a table becomes one message with its newlines)."""
+    as it is, or in JSON mode one JSON object with ``fields`` (a table becomes one message
+    with its newlines)."""
     if json_logging_active():
-        logging.getLogger("broker_filter").log(level, message)
+        logging.getLogger("broker_filter").log(level, message, extra=fields)
     else:
         print(redact_urls(message), file=sys.stderr, flush=True)
 
@@ -171,7 +166,7 @@ def warn(message: str) -> None:
 
 def json_logging_active() -> bool:
     """True when the root logger writes JSON (then progress bars stay off)."""
-    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+    return machine_readable_logs()
 
 
 __all__ = [

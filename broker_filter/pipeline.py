@@ -190,7 +190,7 @@ class Pipeline:
             energy=float(score.energy),
             novel=score.novel[self.model.novelty_threshold],
             p_value=score.p_value,
-            threshold_energy=self._threshold_at(score.n_points),
+            threshold_energy=self.inferencer.bundle.novelty_cut(score.n_points, self.model.novelty_threshold),
             timestamp_ms=slot.timestamp_ms,
             now_ms=self._clock_ms(),
         )
@@ -205,10 +205,6 @@ class Pipeline:
             outputs.append(Output("novelty", record["record_id"], novelty_record(record), slot.origin))
         return outputs
 
-    def _threshold_at(self, n_points: int) -> float | None:
-        """The calibrated energy cut at this number of points (None: the bundle's single threshold)."""
-        calibration = self.inferencer.bundle.calibration
-        return None if calibration is None else float(calibration.threshold(n_points, self.model.novelty_threshold)[0])
 
     def _unscored(self, alert: Alert, decision: Decision, timestamp_ms: int | None, origin: str) -> Output:
         record = classification_record(

@@ -197,6 +197,13 @@ class ModelBundle:
             raise BundleError(f"{manifest_path}: bundle_id {manifest.get('bundle_id')} does not match its content ({bundle.bundle_id})")
         return bundle
 
+    def novelty_cut(self, n_points: int, key: str) -> float:
+        """The energy above which an object of ``n_points`` is novel at ``key`` ("p80", "p95"):
+        the calibration's cut for that length, or the single threshold of an uncalibrated bundle."""
+        if self.calibration is None:
+            return float(self.thresholds[key])
+        return float(self.calibration.threshold(n_points, key)[0])
+
     # -- reference scoring --------------------------------------------------------------
 
     @torch.inference_mode()

@@ -15,6 +15,7 @@ writes the same records as the replay, so any difference here comes from the fai
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sqlite3
@@ -217,7 +218,7 @@ def crash_run(deployment: Deployment, stream: Stream, reference: Reference, work
     rng = random.Random(seed)
     create_topics(deployment, partitions)
     total = len(stream)
-    bounds = [round(total * k / (kills + 1)) for k in range(kills + 2)]
+    parts = _parts(stream, kills + 1)
     expected_dead: list[str] = []
     state_path = workdir / "state.sqlite"
     config = write_config(workdir / "daemon.toml", deployment, state={"path": str(state_path)}, metrics={"port": 0},
@@ -226,7 +227,7 @@ def crash_run(deployment: Deployment, stream: Stream, reference: Reference, work
     started = time.monotonic()
     with OutputWatcher(deployment) as watcher:
         for k in range(kills):
-            expected_dead += send(deployment, _slice(stream, bounds[k], bounds[k + 1]))
+            expected_dead += send(deployment, parts[k])
             daemon = DaemonProcess(config, workdir / "daemon.log").start()
             moment = _kill_moment(rng, watcher, daemon, total)
             accounted_before_kill = watcher.accounted()
@@ -234,7 +235,7 @@ def crash_run(deployment: Deployment, stream: Stream, reference: Reference, work
             kill_log.append({"after_s": round(moment, 2), "accounted": accounted_before_kill})
             if on_kill is not None:
                 on_kill(k, kill_log[-1])
-        expected_dead += send(deployment, _slice(stream, bounds[-2], bounds[-1]))
+        expected_dead += send(deployment, parts[-1])
         daemon = DaemonProcess(config, workdir / "daemon.log").start()
         try:
             watcher.wait_for(total, alive=daemon.alive)
@@ -305,8 +306,9 @@ def broker_restart_run(broker, deployment: Deployment, stream: Stream, reference
     config = write_config(workdir / "daemon.toml", deployment, state={"path": str(workdir / "state.sqlite")}, metrics={"port": 0},
                           **{k: v for k, v in sections.items() if k != "state"})
     total = len(stream)
-    bounds = [round(total * k / (len(stops) + 1)) for k in range(len(stops) + 2)]
-    targets = [int(bounds[k] + rng.uniform(0.3, 0.9) * (bounds[k + 1] - bounds[k])) for k in range(len(stops))]
+    parts = _parts(stream, len(stops) + 1)
+    starts = [0, *itertools.accumulate(len(part) for part in parts)]
+    targets = [int(starts[k] + rng.uniform(0.3, 0.9) * len(parts[k])) for k in range(len(stops))]
     stop_log: list[dict[str, Any]] = []
     expected_dead: list[str] = []
     started = time.monotonic()
@@ -314,7 +316,7 @@ def broker_restart_run(broker, deployment: Deployment, stream: Stream, reference
         daemon = DaemonProcess(config, workdir / "daemon.log").start()
         try:
             for k, (how, target) in enumerate(zip(stops, targets)):
-                expected_dead += send(deployment, _slice(stream, bounds[k], bounds[k + 1]))
+                expected_dead += send(deployment, parts[k])
                 _await(lambda: watcher.accounted() >= target, daemon, READ_TIMEOUT_S)
                 entry = {"signal": how, "accounted_at_stop": watcher.accounted()}
                 broker.stop(kill=how == "SIGKILL")
@@ -325,7 +327,7 @@ def broker_restart_run(broker, deployment: Deployment, stream: Stream, reference
                 stop_log.append(entry)
                 if on_stop is not None:
                     on_stop(k, entry)
-            expected_dead += send(deployment, _slice(stream, bounds[-2], bounds[-1]))
+            expected_dead += send(deployment, parts[-1])
             watcher.wait_for(total, alive=daemon.alive)
         finally:
             status = daemon.terminate()
@@ -400,6 +402,13 @@ def overload_run(deployment: Deployment, stream: Stream, workdir: Path, *, facto
                      "max_queue_depth": max(s["queue_depth"] for s in samples), "queue_max": sections["inference"]["queue_max"],
                      "max_partitions_paused": max(s["paused"] for s in samples), "max_lag": max(s["lag"] for s in samples),
                      "final_lag": samples[-1]["lag"], "samples": len(samples), "log": str(workdir / "daemon.log")})
+
+
+def _parts(stream: Stream, count: int) -> list[Stream]:
+    """``stream`` cut into ``count`` consecutive parts of near-equal length: sent one by one
+    around each failure, so that every failure lands before the end of the stream."""
+    bounds = [round(len(stream) * k / count) for k in range(count + 1)]
+    return [_slice(stream, bounds[k], bounds[k + 1]) for k in range(count)]
 
 
 def _slice(stream: Stream, start: int, end: int) -> Stream:
