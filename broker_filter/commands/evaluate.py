@@ -46,7 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override one training option of the recipe for --cv (e.g. nb_epoch=30); repeatable")
     parser.add_argument("--resume", action="store_true", help="--cv: keep folds already written under REPORT/folds")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--seed", type=int, default=0, help="fold assignment and baseline seeds")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="fold assignment and baseline seeds (--train-option seed=S shifts the training seeds alone)")
+    parser.add_argument("--save-predictions", action="store_true",
+                        help="also write every object's outputs, whole and cut to stream prefixes, as Parquet: "
+                             "REPORT/predictions.parquet (with --cv: REPORT/folds/predictions_<k>.parquet)")
     parser.add_argument("--periods", metavar="CSV", type=Path,
                         help="period table (object_id,band,period), e.g. data/lightcurves/periods.csv: "
                              "these curves skip period estimation (costly on a CPU)")
@@ -109,6 +113,7 @@ def _evaluate_bundle(args: argparse.Namespace, bundle, lcs, grid, periods) -> di
     metrics = evaluate_split(bundle, split, device=args.device, periods=periods, seed=args.seed, n_points_grid=grid)
     metrics["model"] = {"path": args.model or "default", "bundle_id": bundle.bundle_id, "version": bundle.version}
     metrics["held_out"] = same_data
+    _save_predictions(args, bundle, split, periods)
     if not same_data:
         warn("broker-filter evaluate: DIR is not the bundle's training data (digest differs); "
              "test objects may have been trained on")
@@ -131,7 +136,18 @@ def _evaluate_external(args: argparse.Namespace, bundle, lcs, grid, periods) -> 
     metrics = evaluate_split(bundle, split, device=args.device, periods=periods, seed=args.seed, n_points_grid=grid)
     metrics["model"] = {"path": args.model or "default", "bundle_id": bundle.bundle_id, "version": bundle.version}
     metrics["external"] = {"data": str(args.data), "train_data": str(train_dir), **record}
+    _save_predictions(args, bundle, split, periods)
     return metrics
+
+
+def _save_predictions(args: argparse.Namespace, bundle, split, periods) -> None:
+    if args.save_predictions:
+        from broker_filter.model.predictions import prediction_table, write_predictions
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        path = write_predictions(prediction_table(bundle, split, args.device, periods),
+                                 Path(args.out) / "predictions.parquet", bundle.class_names)
+        report(f"wrote {path}")
 
 
 def _cross_validate(args: argparse.Namespace, bundle, lcs, grid, periods) -> dict:
@@ -144,7 +160,8 @@ def _cross_validate(args: argparse.Namespace, bundle, lcs, grid, periods) -> dic
     recipe = TrainConfig.from_dict({**recorded, **_parse_options(args.train_option)})
     mapping = bundle.class_mapping if bundle is not None else ClassMapping()
     plan = CrossValidation(config=recipe, mapping=mapping, folds=args.cv, seed=args.seed,
-                           jobs=args.jobs, device=args.device, resume=args.resume, n_points_grid=grid)
+                           jobs=args.jobs, device=args.device, resume=args.resume, n_points_grid=grid,
+                           save_predictions=args.save_predictions)
     metrics = aggregate(run_crossval(plan, lcs, args.out, periods))
     metrics["model"] = {"recipe_of": args.model or "default training options", "train_config": recipe.to_dict()}
     return metrics

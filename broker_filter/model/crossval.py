@@ -12,7 +12,9 @@ a light curve does not depend on the fold, and it is the costliest step on a CPU
 
 Folds can run in parallel processes (``jobs``): one RNN of this size leaves most of a GPU
 idle, so five trainings side by side on one GPU take little longer than one. Each fold's
-result is written to ``OUT/folds/fold_<k>.json`` as soon as it is done, and a fold whose
+result is written to ``OUT/folds/fold_<k>.json`` as soon as it is done (its bundle to
+``OUT/folds/bundle_<k>``, and with ``save_predictions`` its per-object outputs to
+``OUT/folds/predictions_<k>.parquet``, :mod:`broker_filter.model.predictions`), and a fold whose
 file exists is not run again (``resume``): a run cut short loses only the folds in flight.
 """
 
@@ -54,6 +56,7 @@ class CrossValidation:
     device: str = "auto"
     resume: bool = False
     n_points_grid: tuple[int, ...] = N_POINTS_GRID
+    save_predictions: bool = False
 
 
 def fold_assignment(objects: Sequence[EvalObject], folds: int, seed: int) -> dict[str, int]:
@@ -119,12 +122,19 @@ def _run_fold(task) -> None:
     if plan.jobs > 1:  # share the CPU cores between the parallel folds
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.jobs))
     split = split_objects(objects, {oid for oid, k in assignment.items() if k == fold})
-    config = replace(plan.config, seed=plan.seed + fold, device=plan.device, quiet=True)
+    # The recipe's own seed shifts the training seeds and leaves the folds alone: seed
+    # ensembles and seed spreads are measured on the same objects.
+    config = replace(plan.config, seed=plan.config.seed + plan.seed + fold, device=plan.device, quiet=True)
     bundle_dir = Path(out_dir) / FOLDS_DIR / f"bundle_{fold}"
     train_curves = [curve for obj in split.train for curve in obj.curves]
     bundle = train(config, train_curves, bundle_dir, mapping=plan.mapping, periods=periods)
     result = evaluate_split(bundle, split, device=plan.device, periods=periods, seed=plan.seed + fold,
                             n_points_grid=plan.n_points_grid)
+    if plan.save_predictions:
+        from broker_filter.model.predictions import prediction_table, write_predictions
+
+        write_predictions(prediction_table(bundle, split, plan.device, periods),
+                          Path(out_dir) / FOLDS_DIR / f"predictions_{fold}.parquet", bundle.class_names)
     result["fold"] = fold
     result["bundle_id"] = bundle.bundle_id
     result["train_seconds"] = bundle.metrics.get("train_seconds")

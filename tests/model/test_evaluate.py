@@ -202,6 +202,39 @@ def test_evaluate_command_writes_every_file_and_key(tiny_bundle, tmp_path):
     assert combined["per_class"]["ROT"]["support"] == 2 * metrics["per_class"]["ROT"]["support"]
 
 
+@pytest.mark.slow
+def test_saved_predictions_hold_every_object_whole_and_cut(tiny_bundle, curves, tmp_path):
+    """--save-predictions: one row per object and cut, and the whole-curve rows give the report's accuracy."""
+    import pyarrow.parquet as pq
+
+    from broker_filter.commands import evaluate
+    from broker_filter.model.bundle import ModelBundle
+
+    parser = argparse.ArgumentParser()
+    evaluate.register(parser.add_subparsers())
+    out = tmp_path / "report"
+    args = parser.parse_args(["evaluate", "--model", str(tiny_bundle), "--data", str(EVAL_DATA), "--out", str(out),
+                              "--device", "cpu", "--n-points", "20", "--save-predictions"])
+    assert args.handler(args) == 0
+    table = pq.read_table(out / "predictions.parquet")
+    bundle = ModelBundle.load(tiny_bundle)
+    assert table.schema.metadata[b"class_names"].decode().split(",") == list(bundle.class_names)
+    rows = table.to_pandas()
+    whole = rows[rows["cut"] == 0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = whole[whole["group"] == "test"]
+    assert len(test) == metrics["counts"]["test_objects"]
+    assert len(whole[whole["group"] == "train"]) == metrics["counts"]["train_objects"]
+    assert not set(test["object_id"]) & set(whole[whole["group"] == "train"]["object_id"])
+    assert set(whole[whole["group"] == "novel"]["novelty_set"]) == {"VAR", "SNIa"}
+    predicted = [bundle.class_names[int(np.argmax(lp))] for lp in test["log_probs"]]
+    assert np.mean(np.array(predicted) == test["label"].to_numpy()) == pytest.approx(metrics["accuracy"])
+    assert {len(z) for z in rows["z"]} == {bundle.network_config.z_dim}
+    cut = rows[rows["cut"] == 20]
+    assert len(cut) and (cut["n_points"] <= 20).all()  # a prefix of 20 detections scores at most 20 points
+    assert set(cut["object_id"]) <= set(whole["object_id"])
+
+
 def test_evaluate_command_reports_a_bad_bundle_in_one_line(tmp_path, capsys):
     from broker_filter.commands import evaluate
 
@@ -224,8 +257,14 @@ def test_cross_validation_writes_folds_and_resumes(tmp_path, one_torch_thread):
     tiny = ["size=8", "num_layers=1", "embedding=4", "nb_epoch=1", "batch_size=32", "val_frac=0.25"]
     argv = ["evaluate", "--data", str(EVAL_DATA), "--out", str(out), "--cv", "2", "--device", "cpu",
             "--n-points", "20"] + [arg for option in tiny for arg in ("--train-option", option)]
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv + ["--save-predictions"])
     assert args.handler(args) == 0
+    import pyarrow.parquet as pq
+
+    for k in range(2):  # each fold's per-object outputs: its test objects are that fold's
+        rows = pq.read_table(out / "folds" / f"predictions_{k}.parquet").to_pandas()
+        fold = json.loads((out / "folds" / f"fold_{k}.json").read_text())
+        assert ((rows["group"] == "test") & (rows["cut"] == 0)).sum() == fold["counts"]["test_objects"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["cv"]["folds"] == 2 and len(metrics["cv"]["per_fold"]) == 2
     counts = metrics["counts"]
