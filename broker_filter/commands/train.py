@@ -8,6 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from broker_filter.logging_setup import fatal
+from broker_filter.model.train_config import NOVELTY_RULES
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data" / "lightcurves"
 
@@ -43,6 +44,8 @@ MODEL_OPTIONS = (
     ("drop_mean_mag", bool, "do not give the network the mean magnitude (brightness is the survey's, not the star's)"),
     ("shape_features", bool, "give the estimation network 9 shape statistics of the folded chunk"),
     ("calibrate", bool, "fit the temperature and novelty p-values on the validation objects"),
+    ("novelty", NOVELTY_RULES,
+     "what the novelty p-value ranks: the mixture energy, or the energy combined with the class probabilities' entropy"),
     ("class_prob", float, "ASAS-SN loader: keep stars whose class probability is at least this"),
 )
 RUN_OPTIONS = (

@@ -371,7 +371,8 @@ def novelty_scores(bundle: ModelBundle, combined: ObjectOutputs) -> np.ndarray:
     """What the flag compares: minus the p-value for a calibrated bundle (higher = more novel), else the energy."""
     if bundle.calibration is None:
         return combined.energy
-    return -novelty(combined.energy, combined.n_points, bundle.thresholds, bundle.calibration)[0]
+    probs = calibrated_probs(combined.log_probs, bundle.calibration, combined.n_points)
+    return -novelty(combined.energy, combined.n_points, bundle.thresholds, bundle.calibration, probs)[0]
 
 
 def flag_cuts(bundle: ModelBundle) -> dict[str, float]:

@@ -5,8 +5,9 @@ probabilities are the softmax of the mean chunk log-probabilities (a normalised
 geometric mean: chunks vote in log space, as independent evidence would), divided by the
 bundle's calibrated temperature, and its energy is the mean chunk energy. Both means are
 weighted by chunk length, so that a 20-point leftover chunk does not weigh as much as a
-200-point one. Novelty: the energy's p-value among held-out known-class energies at the
-same number of points (:mod:`broker_filter.model.calibration`); a bundle without a
+200-point one. Novelty: a p-value among held-out known-class objects at the same number
+of points, of the energy combined with the uncertainty of the class probabilities
+(:mod:`broker_filter.model.calibration`); a bundle without a
 calibration compares the energy with percentiles of training energies instead. Both the reference scorer
 (:meth:`broker_filter.model.bundle.ModelBundle.score`) uses :func:`combine_chunks`; the serving scorer
 does the same sums on the device (:func:`sum_chunks` then :func:`finish_objects`, with an
@@ -94,13 +95,17 @@ def combine_chunks(
 
 
 def novelty(energy: np.ndarray, n_points: np.ndarray, thresholds: Mapping[str, float],
-            calibration: Calibration | None) -> tuple[np.ndarray, np.ndarray]:
-    """(p-values (M,) float64, NaN when uncalibrated; flags (M, 2) bool for ``THRESHOLD_KEYS``)."""
+            calibration: Calibration | None, probs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(p-values (M,) float64, NaN when uncalibrated; flags (M, 2) bool for ``THRESHOLD_KEYS``).
+
+    ``probs``: the served (tempered) class probabilities, which a calibration that combines
+    energy and uncertainty needs (:meth:`~broker_filter.model.calibration.Calibration.p_values`).
+    """
     energy = np.asarray(energy, dtype=np.float64)
     if calibration is None:
         flags = np.stack([energy > thresholds[key] for key in THRESHOLD_KEYS], axis=-1).reshape(-1, len(THRESHOLD_KEYS))
         return np.full(energy.shape, np.nan), flags
-    p_values = calibration.p_values(energy, n_points)
+    p_values = calibration.p_values(energy, n_points, probs)
     return p_values, novel_flags(p_values).reshape(-1, len(THRESHOLD_KEYS))
 
 
@@ -120,7 +125,7 @@ def object_scores(combined: CombinedChunks, class_names: Sequence[str], threshol
     """ObjectScore per combined object."""
     probs = calibrated_probs(combined.log_probs, calibration, combined.n_points)
     top = probs.argmax(axis=1)
-    p_values, flags = novelty(combined.energy, combined.n_points, thresholds, calibration)
+    p_values, flags = novelty(combined.energy, combined.n_points, thresholds, calibration, probs)
     return [
         ObjectScore(
             object_id=object_id,

@@ -303,10 +303,10 @@ class PendingScores:
             probs, energies, novel = out[:-1, :k], out[:-1, k], out[:-1, k + 1 :] != 0
         else:
             probs, energies, novel = self._outputs
-        p_values, calibrated_novel = novelty(energies, plan.n_points, scorer.thresholds, scorer.calibration)
         if scorer.calibration is not None:
             with np.errstate(divide="ignore"):
                 probs = calibrated_probs(np.log(probs), scorer.calibration, plan.n_points)
+        p_values, calibrated_novel = novelty(energies, plan.n_points, scorer.thresholds, scorer.calibration, probs)
         return ScoreBatch(
             self._batch.object_ids[plan.object_index], plan.object_index, probs, energies, plan.n_points,
             plan.n_chunks, novel if scorer.calibration is None else calibrated_novel, scorer.class_names, p_values,

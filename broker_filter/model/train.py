@@ -175,7 +175,7 @@ def train(
     calibration = None
     if cfg.calibrate:
         uncalibrated = ModelBundle(network=network, preprocess=pre, class_mapping=mapping, gmm=gmm, thresholds=thresholds)
-        calibration = held_out_calibration(uncalibrated, val_lcs, device)
+        calibration = held_out_calibration(uncalibrated, val_lcs, device, cfg.novelty)
     metrics = {
         "train_accuracy_per_chunk": _accuracy(network, train_data),
         "val_accuracy_per_chunk": _accuracy(network, val_data),
@@ -226,8 +226,10 @@ def prefix_curves(lcs: Sequence[LightCurve], sizes: Sequence[int]) -> list[Light
     return out
 
 
-def held_out_calibration(bundle: ModelBundle, val_lcs: Sequence[LightCurve], device) -> Calibration:
-    """Temperature and novelty energies from every stream prefix of the validation objects.
+def held_out_calibration(bundle: ModelBundle, val_lcs: Sequence[LightCurve], device, novelty: str = "energy") -> Calibration:
+    """Temperature and novelty references from every stream prefix of the validation objects.
+
+    ``novelty``: the rule of :data:`~broker_filter.model.train_config.NOVELTY_RULES` the p-values follow.
 
     Each prefix is folded with the period the daemon would use for it (the served rule of
     :mod:`broker_filter.model.period_schedule`: the period of a prefix of >= 80% of its
@@ -243,11 +245,15 @@ def held_out_calibration(bundle: ModelBundle, val_lcs: Sequence[LightCurve], dev
     combined = combine_chunks([curves[i].object_id for i in batch.owner], log_probs, energies, batch.lengths)
     label_of = {lc.object_id: bundle.class_mapping.index_of(lc.label) for lc in val_lcs}
     labels = np.array([label_of[oid.rsplit("#", 1)[0]] for oid in combined.object_ids], dtype=np.int64)
-    return fit_calibration(combined.log_probs, labels, combined.energy, combined.n_points)
+    return fit_calibration(combined.log_probs, labels, combined.energy, combined.n_points,
+                           combine=novelty == "energy+uncertainty")
 
 
-def recalibrate(bundle: ModelBundle, lcs: Sequence[LightCurve], device: str = "auto") -> ModelBundle:
+def recalibrate(bundle: ModelBundle, lcs: Sequence[LightCurve], device: str = "auto", novelty: str | None = None) -> ModelBundle:
     """The bundle with its calibration refitted on its own validation objects of ``lcs``.
+
+    ``novelty``: the p-value's rule (default: the one the bundle's recipe recorded); a
+    changed rule is recorded in the bundle's training configuration.
 
     ``lcs`` must be the bundle's training data (checked by digest): the validation split is
     redone from the recorded seed, so that the calibration again sees only objects that no
@@ -259,9 +265,13 @@ def recalibrate(bundle: ModelBundle, lcs: Sequence[LightCurve], device: str = "a
     if not same_data:
         raise TrainError("these light curves are not the bundle's training data (digest differs): its validation objects are unknown")
     val_lcs = [curve for obj in split.test for curve in obj.curves]
-    calibration = held_out_calibration(bundle, val_lcs, resolve_device(device))
+    recorded = bundle.training.get("config", {})
+    rule = novelty or TrainConfig.from_dict(recorded).novelty
+    TrainConfig(novelty=rule)  # refuses an unknown rule in one line
+    calibration = held_out_calibration(bundle, val_lcs, resolve_device(device), rule)
+    training = {**bundle.training, "config": {**recorded, "novelty": rule}}
     return ModelBundle(network=bundle.network, preprocess=bundle.preprocess, class_mapping=bundle.class_mapping,
-                       gmm=bundle.gmm, thresholds=bundle.thresholds, calibration=calibration, training=bundle.training,
+                       gmm=bundle.gmm, thresholds=bundle.thresholds, calibration=calibration, training=training,
                        metrics=bundle.metrics, version=bundle.version, created_utc=bundle.created_utc)
 
 

@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from broker_filter.model.network import NetworkConfig
 
 
+#: What the novelty p-value ranks (:mod:`broker_filter.model.calibration`).
+NOVELTY_RULES = ("energy", "energy+uncertainty")
+
+
 class TrainError(ValueError):
     """A training request that cannot run (no labelled data, a resume that does not match)."""
 
@@ -36,7 +40,9 @@ class TrainConfig:
     square root of balanced, or "none"), prefix_sizes (augmentation: each training light
     curve longer than n points also trains as its first n points, period re-estimated on
     them, as a live object is scored), calibrate (fit the novelty p-values and the
-    temperature on the validation objects, see :mod:`broker_filter.model.calibration`),
+    temperature on the validation objects, see :mod:`broker_filter.model.calibration`), novelty
+    (what the novelty p-value ranks: "energy", the mixture energy, or "energy+uncertainty",
+    the energy combined with the entropy of the class probabilities),
     device ("auto", "cpu", "cuda", ...), quiet (no progress bar).
 
     The defaults are the shipped default bundle's configuration (broker_filter/model/bundles/default):
@@ -75,6 +81,7 @@ class TrainConfig:
     class_weight: str = "sqrt"
     prefix_sizes: tuple[int, ...] = (20, 30, 50, 100)
     calibrate: bool = True
+    novelty: str = "energy"
     device: str = "auto"
     quiet: bool = False
 
@@ -84,6 +91,8 @@ class TrainConfig:
         object.__setattr__(self, "prefix_sizes", tuple(int(n) for n in self.prefix_sizes))
         if self.class_weight not in ("balanced", "sqrt", "none"):
             raise TrainError(f"class_weight must be 'balanced', 'sqrt' or 'none', got {self.class_weight!r}")
+        if self.novelty not in NOVELTY_RULES:
+            raise TrainError(f"novelty must be one of {list(NOVELTY_RULES)}, got {self.novelty!r}")
         if any(n < self.n_min for n in self.prefix_sizes):
             raise TrainError(f"prefix_sizes must be >= n_min={self.n_min}, got {list(self.prefix_sizes)}")
         if not 0.0 < self.val_frac < 1.0:

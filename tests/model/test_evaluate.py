@@ -265,6 +265,10 @@ def test_cross_validation_writes_folds_and_resumes(tmp_path, one_torch_thread):
         rows = pq.read_table(out / "folds" / f"predictions_{k}.parquet").to_pandas()
         fold = json.loads((out / "folds" / f"fold_{k}.json").read_text())
         assert ((rows["group"] == "test") & (rows["cut"] == 0)).sum() == fold["counts"]["test_objects"]
+    rescored = _rescore_tool().main([str(out), str(out), "--data", str(EVAL_DATA)])  # a two-member "ensemble" of one CV
+    assert rescored["accuracy"]["mean"] == pytest.approx(json.loads((out / "metrics.json").read_text())["accuracy"])
+    for rule in ("energy", "energy+uncertainty"):
+        assert 0.0 <= rescored[rule]["auroc_VAR"]["mean"] <= 1.0 and rescored[rule]["flagged_p95"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["cv"]["folds"] == 2 and len(metrics["cv"]["per_fold"]) == 2
     counts = metrics["counts"]
@@ -278,6 +282,17 @@ def test_cross_validation_writes_folds_and_resumes(tmp_path, one_torch_thread):
     assert args.handler(args) == 0
     assert [f.stat().st_mtime_ns for f in fold_files] == written  # nothing retrained
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+
+
+def _rescore_tool():
+    """docs/tools/cv_rescore.py, imported from its path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "tools" / "cv_rescore.py"
+    spec = importlib.util.spec_from_file_location("cv_rescore", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_unknown_training_option_is_refused(tmp_path, capsys):

@@ -144,3 +144,17 @@ def test_training_calibrates_on_validation_objects_and_recalibration_checks_the_
         recalibrate(bundle, lcs[1:], device="cpu")
     scores = ModelBundle.load(tmp_path).score(lcs)
     assert scores and all(s.p_value is not None and 0 < s.p_value <= 1 for s in scores)
+    assert not calibration.combines
+
+    combined = recalibrate(bundle, lcs, device="cpu", novelty="energy+uncertainty")
+    assert combined.calibration.combines and combined.training["config"]["novelty"] == "energy+uncertainty"
+    assert combined.bundle_id != bundle.bundle_id  # another rule, other p-values: another bundle
+    combined.save(tmp_path / "combined")
+    reloaded = ModelBundle.load(tmp_path / "combined")
+    assert reloaded.calibration.combines
+    combined_scores = reloaded.score(lcs)
+    assert [s.probs for s in combined_scores] == [s.probs for s in scores]  # classification untouched
+    assert all(0 < s.p_value <= 1 for s in combined_scores)
+    assert [s.p_value for s in combined_scores] != [s.p_value for s in scores]
+    with pytest.raises(TrainError, match="novelty must be one of"):
+        recalibrate(bundle, lcs, device="cpu", novelty="vibes")
