@@ -40,11 +40,13 @@ import numpy as np
 
 from broker_filter.model.lightcurve import LightCurve, first_detections
 
-#: Lower edges of the bins of scored points: 20-29, 30-49, 50-99, 100-199, 200+ (a calibration
-#: counts fewer than 20 points in the first bin). Evaluation and stream reports use the same bins.
-N_POINTS_EDGES = (20, 30, 50, 100, 200)
+#: Lower edges of the bins of scored points: 20-29, 30-49, 50-99, 100-199, 200-399, 400+ (a
+#: calibration counts fewer than 20 points in the first bin). Evaluation and stream reports use
+#: the same bins.
+N_POINTS_EDGES = (20, 30, 50, 100, 200, 400)
 #: Prefixes (detections, all bands in time order) of each calibration object; the whole curve too.
-CALIBRATION_PREFIXES = (20, 25, 30, 40, 50, 70, 100, 150, 200, 300)
+#: A stream scores a long-lived object at every alert, so the old ages are sampled too.
+CALIBRATION_PREFIXES = (20, 25, 30, 40, 50, 70, 100, 150, 200, 300, 400, 500, 700, 1000)
 #: Percentile keys and the p-value at or below which each flags.
 LEVELS = {"p80": 0.20, "p95": 0.05}
 #: Held-out rows a bin needs to get a temperature of its own.

@@ -79,7 +79,7 @@ LABEL_VALUES = {
     "partition": "0",
     "outcome": "committed",
     "version": "0.1.0",
-    "bundle_id": "d11cdd942c074f3a",
+    "bundle_id": "d3fd45f1afaad46b",
     "classifier": "rnn-autoencoder-gmm",
 }
 

@@ -185,7 +185,7 @@ def test_evaluate_command_writes_every_file_and_key(tiny_bundle, tmp_path):
     assert novelty_keys <= set(metrics["baselines"]["isolation_forest_lightcurve_features"]["VAR"])
     assert "| network (RNN autoencoder + GMM) |" in (out / "summary.md").read_text()
     bins = metrics["false_alarms_by_n_points"]
-    assert list(bins) == ["20-29", "30-49", "50-99", "100-199", "200+"]
+    assert list(bins) == ["20-29", "30-49", "50-99", "100-199", "200-399", "400+"]
     flagged = [row for row in bins.values() if row["scorings"]]
     assert flagged and all(0.0 <= row["rate_p95"] <= row["rate_p80"] <= 1.0 for row in flagged)
     by_band = metrics["by_survey_band"]["by_band"]
