@@ -22,8 +22,8 @@ Two things a broker relies on are fixed here, after the network is trained:
   combination ``-log p_energy - log p_entropy``; the novelty p-value is then the conformal
   p-value of that combination among its held-out values, still uniform for a known-class
   object. In cross-validation it ranks the unseen ASAS-3 classes better than the energy
-  alone (AUROC 0.884 against 0.865) but supernovae, which the classifier calls confidently,
-  much worse (0.70 against 0.85) (docs/MODEL.md), so it is a training option
+  alone (AUROC 0.880 against 0.858) but supernovae, which the classifier calls confidently,
+  much worse (0.72 against 0.88) (docs/MODEL.md), so it is a training option
   (``novelty="energy+uncertainty"``), not the default.
 
 The bins' values are stored in the bundle (a few thousand numbers), so serving computes
@@ -197,7 +197,7 @@ def fit_calibration(
     """Temperatures and per-bin references from held-out known-class scores (one row per object and prefix).
 
     A bin no held-out score fell in borrows the nearest non-empty bin's values (a bundle
-    trained on short curves only has no 200+ bin, and serving must still answer there); a
+    trained on short curves only has no 400+ bin, and serving must still answer there); a
     bin with fewer than ``MIN_TEMPERATURE_ROWS`` rows takes the temperature of all rows.
     ``combine``: also keep the entropies and Fisher combinations (see the module doc).
     """
@@ -247,7 +247,7 @@ def calibration_curves(
 
 
 def point_bins(n_points: np.ndarray, edges: Sequence[int] = N_POINTS_EDGES) -> list[tuple[str, np.ndarray]]:
-    """Each bin's name (``20-29`` ... ``200+``) and the mask of ``n_points`` in it (none below the first edge)."""
+    """Each bin's name (``20-29`` ... ``400+``) and the mask of ``n_points`` in it (none below the first edge)."""
     n_points = np.asarray(n_points)
     bounds = [*edges[1:], None]
     return [(f"{low}+" if high is None else f"{low}-{high - 1}",
