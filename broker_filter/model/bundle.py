@@ -199,7 +199,9 @@ class ModelBundle:
 
     def novelty_cut(self, n_points: int, key: str) -> float:
         """The energy above which an object of ``n_points`` is novel at ``key`` ("p80", "p95"):
-        the calibration's cut for that length, or the single threshold of an uncalibrated bundle."""
+        the calibration's cut for that length (on the energy alone, see
+        :meth:`~broker_filter.model.calibration.Calibration.threshold`), or the single threshold
+        of an uncalibrated bundle."""
         if self.calibration is None:
             return float(self.thresholds[key])
         return float(self.calibration.threshold(n_points, key)[0])

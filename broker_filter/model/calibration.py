@@ -111,7 +111,11 @@ class Calibration:
         return _conformal(self.combined, fisher(p_energy, p_entropy), bins)
 
     def threshold(self, n_points: np.ndarray, key: str) -> np.ndarray:
-        """The energy above which an object of ``n_points`` is flagged at ``key`` (informative)."""
+        """The energy above which an object of ``n_points`` is flagged at ``key`` (informative).
+
+        Under a combining calibration this is the cut on the energy alone; the flag itself
+        also weighs the class uncertainty, so an object may be flagged below it or not above it.
+        """
         return self._cuts[key][np.atleast_1d(self.bins(n_points))]
 
     @cached_property
